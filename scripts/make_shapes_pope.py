@@ -1,0 +1,46 @@
+"""Write the ShapesPOPE test set in POPE's layout, plus LLaVA's question file for it.
+
+    python scripts/make_shapes_pope.py --output-dir playground/data/eval/shapes_pope --seed 0 --num-test-images 140
+
+Output folder:
+    images/shapes_test_NNNNNN.png
+    coco/coco_pope_{adversarial,random,popular}.json   POPE label files (JSON lines)
+    llava_pope_test.jsonl                               LLaVA questions (llava.eval.prepare_pope)
+    metadata.json                                       classes, companions, counts, per-image bboxes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from llava.eval.prepare_pope import prepare_pope_questions, write_questions  # noqa: E402
+from semantic_entropy.shapes_pope import ShapesPopeConfig, write_test_set  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = ShapesPopeConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="playground/data/eval/shapes_pope")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--num-test-images", type=int, default=defaults.num_test_images)
+    parser.add_argument("--test-companion-prob", type=float, default=defaults.test_companion_prob,
+                        help="probability that a test scene keeps both members of a pair (lower = more absent companions)")
+    args = parser.parse_args(argv)
+
+    config = dataclasses.replace(defaults, seed=args.seed, num_test_images=args.num_test_images,
+                                 test_companion_prob=args.test_companion_prob)
+    metadata = write_test_set(args.output_dir, config)
+    questions = prepare_pope_questions(os.path.join(args.output_dir, "coco"))
+    write_questions(questions, os.path.join(args.output_dir, "llava_pope_test.jsonl"))
+    print(f"Wrote {len(metadata['images'])} images and {len(questions)} questions "
+          f"({metadata['questions_per_split']}) to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()
