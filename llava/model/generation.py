@@ -46,6 +46,13 @@ class StepRunner:
         )
         self.logits = masked_logits(model, out.logits[:, -1])  # (B, V)
 
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep, drop or repeat batch rows (with their KV cache): row i becomes old row index[i]."""
+        index = index.to(self.attention_mask.device)
+        self.cache.reorder_cache(index)
+        self.attention_mask = self.attention_mask.index_select(0, index)
+        self.next_position = self.next_position.index_select(0, index)
+
     def step(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per row (B,), return the next (B, V) masked logits."""
         ones = self.attention_mask.new_ones((self.attention_mask.shape[0], 1))

@@ -1,0 +1,204 @@
+"""Stage 1: greedy answer plus N multinomial samples per question, with token log-probs.
+
+python -m semantic_entropy.model_vqa_loader --model-path M --question-file Q --image-folder I \
+    --answers-file A --generations-file G --temperature 0 --conv-mode vicuna_v1 \
+    [--num-samples 10 --sampling-temperature 1.0 --top_k K --top_p P --seed 0 --batch-size 16]
+
+Writes, in question order, one line per question:
+- A: LLaVA's greedy answer records (what `llava.eval.model_vqa_loader` writes; eval_pope reads it);
+- G: the generations (DESIGN section 3): greedy answer and N samples, each with text, token ids,
+  untempered token log-probs and entropies (EOS included and flagged), the first-token yes/no
+  probability mass, the sampling settings and the question's seed;
+- G.manifest.json: the run's settings and versions; with --save-pkl also G.pkl (arrays).
+
+`--temperature` is LLaVA's flag: 0 (greedy) as POPE scripts pass it. The greedy answer is always
+greedy; samples are drawn at `--sampling-temperature` (default 1.0). A `--temperature` above 0
+given without `--sampling-temperature` sets the samples' temperature instead. Rerunning resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+
+import torch
+from tqdm import tqdm
+
+from llava.eval.model_vqa_loader import add_model_args, add_question_args, hash_seed, load_model_from_args
+from llava.eval.vqa_data import QuestionDataset, batches, get_chunk, load_questions
+from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
+from llava.mm_utils import get_model_name_from_path
+from llava.utils import short_uuid, write_manifest
+from semantic_entropy.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampler import Answer, SamplingSettings, sample_batch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    add_question_args(parser)
+    parser.add_argument("--generations-file", type=str, default=None, help="default: <answers-file stem>.generations.jsonl")
+    parser.add_argument("--num-samples", type=int, default=10)
+    parser.add_argument("--temperature", type=float, default=0.0, help="LLaVA's flag; 0 = greedy answers (see above)")
+    parser.add_argument("--sampling-temperature", type=float, default=None, help="temperature of the samples (default 1.0)")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus filtering of the samples (default off)")
+    parser.add_argument("--top_k", type=int, default=None, help="top-k filtering of the samples (default off)")
+    parser.add_argument("--num_beams", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="base seed; each question's seed derives from it and its id")
+    parser.add_argument("--save-pkl", action="store_true", help="also write a .pkl mirror with numpy arrays")
+    return parser
+
+
+def resolve_sampling_temperature(args) -> float:
+    if args.sampling_temperature is not None:
+        return args.sampling_temperature
+    return args.temperature if args.temperature > 0 else 1.0
+
+
+def generations_path(args) -> str:
+    if args.generations_file:
+        return os.path.expanduser(args.generations_file)
+    stem, _ = os.path.splitext(os.path.expanduser(args.answers_file))
+    return stem + ".generations.jsonl"
+
+
+def answer_record(answer: Answer, tokenizer) -> dict:
+    return {
+        "text": tokenizer.decode(answer.token_ids, skip_special_tokens=True).strip(),
+        "token_ids": answer.token_ids,
+        "token_logprobs": answer.token_logprobs,
+        "token_entropies": answer.token_entropies,
+        "ends_with_eos": answer.ends_with_eos,
+    }
+
+
+def generation_record(question, result, tokenizer, settings, base_seed, model_id, yes_ids, no_ids) -> dict:
+    probs = result.first_token_probs
+    return {
+        "question_id": question["question_id"],
+        "category": question.get("category"),
+        "image": question["image"],
+        "prompt": question["text"],
+        "model_id": model_id,
+        "greedy": answer_record(result.greedy, tokenizer),
+        "samples": [answer_record(sample, tokenizer) for sample in result.samples],
+        "first_token": {
+            "yes_mass": float(probs[yes_ids].sum()),
+            "no_mass": float(probs[no_ids].sum()),
+            "top_token_id": int(probs.argmax()),
+            "top_prob": float(probs.max()),
+        },
+        "distinct_answers": result.distinct_answers,
+        "sampling": {
+            "num_samples": settings.num_samples,
+            "temperature": settings.temperature,
+            "top_k": settings.top_k,
+            "top_p": settings.top_p,
+            "max_new_tokens": settings.max_new_tokens,
+            "seed": base_seed,
+            "question_seed": hash_seed(base_seed, question["question_id"]),
+        },
+    }
+
+
+def llava_answer_record(generation: dict) -> dict:
+    """The greedy answer in LLaVA's answer-file format."""
+    return {
+        "question_id": generation["question_id"],
+        "prompt": generation["prompt"],
+        "text": generation["greedy"]["text"],
+        "answer_id": short_uuid(),
+        "model_id": generation["model_id"],
+        "metadata": {},
+    }
+
+
+def backfill_answers(generations_file: str, answers_file: str, answered: set) -> set:
+    """Answers for generations written before a crash cut the run between the two files."""
+    missing = []
+    if os.path.exists(generations_file):
+        missing = [r for _, r in iter_jsonl(generations_file) if r["question_id"] not in answered]
+    if missing:
+        with JsonlAppender(answers_file) as out:
+            for record in missing:
+                out.write(llava_answer_record(record))
+    return answered | {r["question_id"] for r in missing}
+
+
+def run_batch(model, batch, settings, seed, eos_token_id):
+    """Samples for one batch; on CUDA out-of-memory, the same questions in halves (same results)."""
+    try:
+        features = model.encode_images(batch["pixel_values"])
+        embeds, mask, positions = model.embed_multimodal(batch["input_ids"], features)
+        generators = [torch.Generator().manual_seed(hash_seed(seed, q["question_id"])) for q in batch["questions"]]
+        return sample_batch(model, embeds, mask, positions, generators, settings, eos_token_id)
+    except torch.cuda.OutOfMemoryError:
+        size = len(batch["questions"])
+        if size == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = size // 2
+        print(f"CUDA out of memory at batch size {size}; retrying as {half} + {size - half}")
+        parts = [{key: value[:half] for key, value in batch.items()}, {key: value[half:] for key, value in batch.items()}]
+        return [r for part in parts for r in run_batch(model, part, settings, seed, eos_token_id)]
+
+
+def write_pkl_mirror(generations_file: str) -> str:
+    """A pickle of the generations with numpy arrays, for users who want arrays (we only write it)."""
+    import numpy as np
+
+    mirror = {}
+    for _, record in iter_jsonl(generations_file):
+        for answer in [record["greedy"], *record["samples"]]:
+            for key in ("token_ids", "token_logprobs", "token_entropies"):
+                answer[key] = np.asarray(answer[key])
+        mirror[record["question_id"]] = record
+    path = os.path.splitext(generations_file)[0] + ".pkl"
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(mirror, f)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.num_beams != 1:
+        raise NotImplementedError("beam search is not supported")
+    settings = SamplingSettings(args.num_samples, resolve_sampling_temperature(args), args.top_k, args.top_p,
+                                args.max_new_tokens)
+    answers_file, generations_file = os.path.expanduser(args.answers_file), generations_path(args)
+    tokenizer, model, image_processor, _ = load_model_from_args(args)
+    yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
+    write_manifest(generations_file + ".manifest.json", vars(args), model_path=os.path.abspath(args.model_path),
+                   sampling=vars(settings), yes_token_ids=yes_ids, no_token_ids=no_ids)
+
+    questions = get_chunk(load_questions(os.path.expanduser(args.question_file)), args.num_chunks, args.chunk_idx)
+    generated = completed_ids(generations_file)
+    answered = backfill_answers(generations_file, answers_file, completed_ids(answers_file))
+    pending = [q for q in questions if q["question_id"] not in generated]
+    if len(pending) < len(questions):
+        print(f"resuming: {len(questions) - len(pending)} of {len(questions)} questions already done")
+
+    dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
+    num_workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+    model_id = get_model_name_from_path(args.model_path)
+    distinct = 0
+    with JsonlAppender(generations_file) as gen_out, JsonlAppender(answers_file) as ans_out, \
+            tqdm(total=len(pending), unit="q") as bar:
+        for batch in batches(dataset, args.batch_size, num_workers):
+            results = run_batch(model, batch, settings, args.seed, tokenizer.eos_token_id)
+            for question, result in zip(batch["questions"], results):
+                record = generation_record(question, result, tokenizer, settings, args.seed, model_id, yes_ids, no_ids)
+                gen_out.write(record)  # generations first: a crash between the writes is backfilled
+                if question["question_id"] not in answered:
+                    ans_out.write(llava_answer_record(record))
+                distinct += result.distinct_answers
+            bar.update(len(batch["questions"]))
+            bar.set_postfix(distinct_answers=f"{distinct / max(bar.n, 1):.2f}")
+    if args.save_pkl:
+        print(f"wrote {write_pkl_mirror(generations_file)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Greedy answer plus N exact multinomial samples per question from ONE shared prefill.
+
+After the prefill, a question's greedy path and its N sample paths are grouped by prefix:
+a row of the batch stands for one distinct prefix and the number k of samples that follow
+it. At each step a row draws its k next tokens at once from the model's distribution at that
+prefix and splits into one child per distinct token drawn. Every sample is therefore drawn
+from exactly the distribution that N independent `generate(do_sample=True)` calls would use,
+while the work grows with the number of distinct answers instead of N (POPE answers are a
+token or two, so a question costs about one prefill).
+
+Randomness: each question owns a CPU torch.Generator seeded from (base seed, question_id).
+Draws are uniform numbers from it, mapped through the row's cumulative distribution, taken in
+a fixed order of that question's rows, so samples do not depend on batch size, order,
+sharding or resumption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from llava.model.generation import StepRunner
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    num_samples: int = 10
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    max_new_tokens: int = 128
+
+    def __post_init__(self):
+        if self.num_samples < 0:
+            raise ValueError("num_samples must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError("the sampling temperature must be > 0 (samples are never silently greedy)")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be >= 1 or None")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1] or None")
+
+
+@dataclass
+class Answer:
+    """One generated answer; `token_ids` ends with EOS when `ends_with_eos`."""
+
+    token_ids: list[int]
+    token_logprobs: list[float]  # log-softmax of the untempered logits at each chosen token
+    token_entropies: list[float]  # entropy of the untempered distribution at each step (nats)
+    ends_with_eos: bool
+
+
+@dataclass
+class QuestionResult:
+    greedy: Answer
+    samples: list[Answer]  # num_samples answers, in draw order
+    first_token_probs: torch.Tensor  # (V,) untempered probabilities at the first answer position (CPU)
+    distinct_answers: int = 0
+
+
+@dataclass
+class _Path:
+    """A distinct prefix of one question: the tokens so far and who follows it."""
+
+    question: int
+    token_ids: list[int] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    token_entropies: list[float] = field(default_factory=list)
+    num_samples: int = 0
+    is_greedy: bool = False
+
+    def extend(self, token: int, logprob: float, entropy: float, num_samples: int, is_greedy: bool) -> "_Path":
+        return _Path(self.question, self.token_ids + [token], self.token_logprobs + [logprob],
+                     self.token_entropies + [entropy], num_samples, is_greedy)
+
+
+def sampling_logits(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+    """(R, V) tempered logits with top-k / top-p filtering (none by default: full multinomial)."""
+    scaled = logits / settings.temperature
+    if settings.top_k is not None and settings.top_k < scaled.shape[-1]:
+        kth = scaled.topk(settings.top_k, dim=-1).values[:, -1:]  # (R, 1)
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if settings.top_p is not None and settings.top_p < 1.0:
+        sorted_logits, order = scaled.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (the token crossing it included).
+        drop = probs.cumsum(dim=-1) - probs >= settings.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        scaled = torch.full_like(scaled, float("-inf")).scatter(1, order, sorted_logits)
+    return scaled
+
+
+def draw_tokens(cdf: torch.Tensor, row_of_draw: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws: token j for uniform u where cdf[j-1] <= u < cdf[j].
+
+    cdf: (R, V) float64 cumulative probabilities; row_of_draw: (D,) row per draw;
+    uniforms: (D,) in [0, 1). Returns (D,) token ids.
+    """
+    rows = cdf.index_select(0, row_of_draw)  # (D, V)
+    targets = (uniforms * rows[:, -1]).unsqueeze(1)  # scale by the total to absorb rounding
+    tokens = torch.searchsorted(rows, targets, right=True).squeeze(1)
+    return tokens.clamp(max=cdf.shape[1] - 1)
+
+
+def _finished(path: _Path, eos_token_id: int, max_new_tokens: int) -> bool:
+    return path.token_ids[-1] == eos_token_id or len(path.token_ids) >= max_new_tokens
+
+
+@torch.no_grad()
+def sample_batch(model, embeds, attention_mask, position_ids, generators: list[torch.Generator],
+                 settings: SamplingSettings, eos_token_id: int) -> list[QuestionResult]:
+    """Greedy answer and `settings.num_samples` samples for each prompt of a left-padded batch.
+
+    embeds: (B, T, H); attention_mask, position_ids: (B, T); generators: B CPU generators.
+    """
+    runner = StepRunner(model, embeds, attention_mask, position_ids)
+    batch = embeds.shape[0]
+    first_probs = runner.logits.softmax(dim=-1).cpu()  # (B, V)
+    paths = [_Path(q, num_samples=settings.num_samples, is_greedy=True) for q in range(batch)]
+    done: list[list[_Path]] = [[] for _ in range(batch)]
+    logits = runner.logits  # (R, V), one row per path
+    while paths:
+        logprobs = torch.log_softmax(logits, dim=-1)  # untempered
+        entropies = -(logprobs.exp() * logprobs.nan_to_num(neginf=0.0)).sum(-1)  # (R,)
+        greedy_tokens = logits.argmax(dim=-1)  # (R,)
+        draws = _draw_for_paths(paths, logits, generators, settings)  # per path: list of k tokens
+
+        chosen = sorted({t for tokens in draws for t in tokens} | set(greedy_tokens.tolist()))
+        chosen_index = torch.tensor(chosen, device=logits.device)
+        table_logprobs = logprobs.index_select(1, chosen_index).tolist()  # (R, C) on the CPU
+        column = {t: c for c, t in enumerate(chosen)}
+        entropy_list = entropies.tolist()
+        greedy_list = greedy_tokens.tolist()
+
+        next_paths, parents, next_tokens = [], [], []
+        for r, (path, tokens) in enumerate(zip(paths, draws)):
+            counts: dict[int, int] = {}
+            for t in tokens:  # children in order of first draw
+                counts[t] = counts.get(t, 0) + 1
+            if path.is_greedy and greedy_list[r] not in counts:
+                counts[greedy_list[r]] = 0
+            for token, k in counts.items():
+                child = path.extend(token, table_logprobs[r][column[token]], entropy_list[r], k,
+                                    path.is_greedy and token == greedy_list[r])
+                if _finished(child, eos_token_id, settings.max_new_tokens):
+                    done[child.question].append(child)
+                else:
+                    next_paths.append(child)
+                    parents.append(r)
+                    next_tokens.append(token)
+        paths = next_paths
+        if not paths:
+            break
+        if parents != list(range(len(parents))) or len(parents) != logits.shape[0]:
+            runner.select_rows(torch.tensor(parents))
+        logits = runner.step(torch.tensor(next_tokens, device=logits.device))
+    return [_assemble(done[q], first_probs[q], eos_token_id) for q in range(batch)]
+
+
+def _draw_for_paths(paths, logits, generators, settings) -> list[list[int]]:
+    """k tokens per path (k = its number of samples), each question's uniforms from its generator."""
+    counts = [p.num_samples for p in paths]
+    if sum(counts) == 0:
+        return [[] for _ in paths]
+    probs = sampling_logits(logits, settings).double().softmax(dim=-1)  # (R, V)
+    cdf = probs.cumsum(dim=-1)
+    uniforms = torch.cat([torch.rand(k, generator=generators[p.question], dtype=torch.float64)
+                          for p, k in zip(paths, counts)])  # (D,), rows in path order
+    row_of_draw = torch.repeat_interleave(torch.arange(len(paths)), torch.tensor(counts))
+    tokens = draw_tokens(cdf, row_of_draw.to(cdf.device), uniforms.to(cdf.device)).tolist()
+    out, start = [], 0
+    for k in counts:
+        out.append(tokens[start : start + k])
+        start += k
+    return out
+
+
+def _assemble(finished: list[_Path], first_probs: torch.Tensor, eos_token_id: int) -> QuestionResult:
+    def answer(path: _Path) -> Answer:
+        return Answer(path.token_ids, path.token_logprobs, path.token_entropies, path.token_ids[-1] == eos_token_id)
+
+    greedy = [p for p in finished if p.is_greedy]
+    assert len(greedy) == 1, "exactly one greedy path per question"
+    samples = [answer(p) for p in finished for _ in range(p.num_samples)]
+    distinct = sum(1 for p in finished if p.num_samples > 0)
+    return QuestionResult(answer(greedy[0]), samples, first_probs, distinct)
