@@ -1,0 +1,332 @@
+"""Read and validate stage-1 generations, in either of the two accepted shapes.
+
+1. Generations JSON lines (DESIGN §3), one object per question::
+
+       {"question_id": 1, "category": "adversarial", "image": "x.jpg", "prompt": "...",
+        "greedy": ANSWER, "samples": [ANSWER, ...],
+        "first_token": {"yes_mass": 0.81, "no_mass": 0.17},      (optional)
+        "p_true": 0.93,                                          (optional, a later pass)
+        "sampling": {...}, "model_id": "..."}
+
+   ANSWER = {"text": str, "token_ids": [int], "token_logprobs": [float],
+             "token_entropies": [float], "ends_with_eos": bool}; the token fields are
+   optional as a group, but when an answer has any of them it needs `ends_with_eos`, and when
+   one sample has log-probs every sample must.
+
+2. The original notes: ONE JSON object keyed by question id, answers as bare strings::
+
+       {"1": {"question_id": 1, "prompt": "...", "responses": ["Yes", ...], "metadata": {...}}}
+
+   No greedy answer and no log-probs; measures that need them are skipped by the registry.
+
+Every problem raises `GenerationsError` naming the file, the line (or key) and the question_id.
+`QuestionGenerations.available_fields()` tells which measure inputs a record provides.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from llava.constants import POPE_ANSWER_SUFFIX
+from llava.jsonl_io import JsonlError, iter_jsonl
+
+# Names of the inputs a measure may need (see registry.Measure.needs).
+SAMPLE_TEXTS = "sample_texts"
+SAMPLE_TOKEN_LOGPROBS = "sample_token_logprobs"
+GREEDY_TEXT = "greedy_text"
+GREEDY_TOKEN_LOGPROBS = "greedy_token_logprobs"
+GREEDY_TOKEN_ENTROPIES = "greedy_token_entropies"
+FIRST_TOKEN_YES_NO_MASS = "first_token_yes_no_mass"
+P_TRUE = "p_true"
+
+GENERATIONS_SHAPE = "generations_jsonl"
+NOTES_SHAPE = "notes_json"
+
+# A log-softmax computed in half precision can round a little above 0.
+LOGPROB_ROUNDING_TOLERANCE = 1e-3
+
+
+class GenerationsError(JsonlError):
+    """Malformed generations; the message names the file, the line or key, and the question_id."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    token_logprobs: tuple[float, ...] | None = None  # (T,), EOS included when ends_with_eos
+    token_entropies: tuple[float, ...] | None = None  # (T,)
+    ends_with_eos: bool | None = None
+
+
+@dataclass(frozen=True)
+class QuestionGenerations:
+    question_id: object
+    category: str | None
+    prompt: str
+    greedy: Answer | None
+    samples: tuple[Answer, ...]
+    yes_no_mass: tuple[float, float] | None = None  # (yes_mass, no_mass) of the first token
+    p_true: float | None = None
+    source: str = "?"  # "file:line" or "file[key]", for messages
+
+    @property
+    def question(self) -> str:
+        return question_text(self.prompt)
+
+    @property
+    def sample_texts(self) -> list[str]:
+        return [answer.text for answer in self.samples]
+
+    def available_fields(self) -> frozenset[str]:
+        fields = {SAMPLE_TEXTS}
+        if all(answer.token_logprobs is not None for answer in self.samples):
+            fields.add(SAMPLE_TOKEN_LOGPROBS)
+        if self.greedy is not None:
+            fields.add(GREEDY_TEXT)
+            if self.greedy.token_logprobs is not None:
+                fields.add(GREEDY_TOKEN_LOGPROBS)
+            if self.greedy.token_entropies is not None:
+                fields.add(GREEDY_TOKEN_ENTROPIES)
+        if self.yes_no_mass is not None:
+            fields.add(FIRST_TOKEN_YES_NO_MASS)
+        if self.p_true is not None:
+            fields.add(P_TRUE)
+        return frozenset(fields)
+
+    def where(self) -> str:
+        return f"{self.source}: question_id {self.question_id!r}"
+
+
+def question_text(prompt: str) -> str:
+    """The question a judge sees: the prompt without LLaVA's POPE answer-format instruction.
+
+    >>> question_text("Is there a dog in the image?\\nAnswer the question using a single word or phrase.")
+    'Is there a dog in the image?'
+    >>> question_text("  What is shown?  ")
+    'What is shown?'
+    """
+    if prompt.endswith(POPE_ANSWER_SUFFIX):
+        prompt = prompt[: -len(POPE_ANSWER_SUFFIX)]
+    return prompt.strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of one record
+
+
+def _number_list(value, what: str, fail, finite_check=None) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        fail(f"{what} must be a list, got {type(value).__name__}")
+    numbers = []
+    for i, x in enumerate(value):
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            fail(f"{what}[{i}] is not a number: {x!r}")
+        if not math.isfinite(x):
+            fail(f"{what}[{i}] is {x} (not finite)")
+        if finite_check is not None:
+            finite_check(i, float(x))
+        numbers.append(float(x))
+    return tuple(numbers)
+
+
+def _parse_answer(raw, what: str, fail) -> Answer:
+    if not isinstance(raw, dict):
+        fail(f"{what} must be an object, got {type(raw).__name__}")
+    if "text" not in raw:
+        fail(f"{what} is missing field 'text'")
+    if not isinstance(raw["text"], str):
+        fail(f"{what}.text must be a string")
+    token_fields = [f for f in ("token_ids", "token_logprobs", "token_entropies") if raw.get(f) is not None]
+    if not token_fields:
+        return Answer(text=raw["text"])
+    ends_with_eos = raw.get("ends_with_eos")
+    if not isinstance(ends_with_eos, bool):
+        fail(f"{what} has {token_fields[0]} but no boolean 'ends_with_eos'")
+
+    def logprob_at_most_zero(i, x):
+        if x > LOGPROB_ROUNDING_TOLERANCE:
+            fail(f"{what}.token_logprobs[{i}] = {x} > 0: not a log-probability")
+
+    def entropy_non_negative(i, x):
+        if x < -LOGPROB_ROUNDING_TOLERANCE:
+            fail(f"{what}.token_entropies[{i}] = {x} < 0")
+
+    lengths = {}
+    token_logprobs = token_entropies = None
+    if raw.get("token_ids") is not None:
+        ids = raw["token_ids"]
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            fail(f"{what}.token_ids must be a list of integers")
+        lengths["token_ids"] = len(ids)
+    if raw.get("token_logprobs") is not None:
+        token_logprobs = _number_list(raw["token_logprobs"], f"{what}.token_logprobs", fail, logprob_at_most_zero)
+        lengths["token_logprobs"] = len(token_logprobs)
+    if raw.get("token_entropies") is not None:
+        token_entropies = _number_list(raw["token_entropies"], f"{what}.token_entropies", fail, entropy_non_negative)
+        lengths["token_entropies"] = len(token_entropies)
+    if len(set(lengths.values())) > 1:
+        fail(f"{what}: token fields differ in length: {lengths}")
+    if next(iter(lengths.values())) == 0:
+        fail(f"{what} has no tokens")
+    return Answer(
+        text=raw["text"], token_logprobs=token_logprobs, token_entropies=token_entropies, ends_with_eos=ends_with_eos
+    )
+
+
+def _failer(source: str, question_id):
+    def fail(message: str):
+        raise GenerationsError(f"{source}: question_id {question_id!r}: {message}")
+
+    return fail
+
+
+def _parse_yes_no_mass(raw, fail) -> tuple[float, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        fail("first_token must be an object with yes_mass and no_mass")
+    masses = []
+    for key in ("yes_mass", "no_mass"):
+        if key not in raw:
+            fail(f"first_token is missing field {key!r}")
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail(f"first_token.{key} is not a finite number: {value!r}")
+        if not 0.0 <= value <= 1.0 + 1e-6:
+            fail(f"first_token.{key} = {value} is not a probability")
+        masses.append(float(value))
+    return masses[0], masses[1]
+
+
+def _parse_p_true(raw, fail) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or not 0 <= raw <= 1:
+        fail(f"p_true must be a probability, got {raw!r}")
+    return float(raw)
+
+
+def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
+    """Validate one stage-1 generations record (shape 1)."""
+    if "question_id" not in raw:
+        raise GenerationsError(f"{source}: missing field 'question_id'")
+    question_id = raw["question_id"]
+    fail = _failer(source, question_id)
+    for field in ("category", "prompt", "greedy", "samples"):
+        if field not in raw:
+            fail(f"missing field {field!r}")
+    if not isinstance(raw["prompt"], str):
+        fail("prompt must be a string")
+    samples_raw = raw["samples"]
+    if not isinstance(samples_raw, list) or not samples_raw:
+        fail("samples must be a non-empty list")
+    samples = tuple(_parse_answer(s, f"samples[{i}]", fail) for i, s in enumerate(samples_raw))
+    with_logprobs = [s.token_logprobs is not None for s in samples]
+    if any(with_logprobs) and not all(with_logprobs):
+        fail(f"samples[{with_logprobs.index(False)}] lacks token_logprobs while other samples have them")
+    greedy = None if raw["greedy"] is None else _parse_answer(raw["greedy"], "greedy", fail)
+    return QuestionGenerations(
+        question_id=question_id,
+        category=raw["category"],
+        prompt=raw["prompt"],
+        greedy=greedy,
+        samples=samples,
+        yes_no_mass=_parse_yes_no_mass(raw.get("first_token"), fail),
+        p_true=_parse_p_true(raw.get("p_true"), fail),
+        source=source,
+    )
+
+
+def parse_notes_record(key: str, raw, source: str) -> QuestionGenerations:
+    """Validate one entry of the original notes' JSON object (shape 2)."""
+    if not isinstance(raw, dict):
+        raise GenerationsError(f"{source}: entry must be an object, got {type(raw).__name__}")
+    question_id = raw.get("question_id", int(key) if key.isdigit() else key)
+    fail = _failer(source, question_id)
+    if str(question_id) != key:
+        fail(f"question_id {question_id!r} differs from its key {key!r}")
+    for field in ("prompt", "responses"):
+        if field not in raw:
+            fail(f"missing field {field!r}")
+    if not isinstance(raw["prompt"], str):
+        fail("prompt must be a string")
+    responses = raw["responses"]
+    if not isinstance(responses, list) or not responses:
+        fail("responses must be a non-empty list")
+    for i, response in enumerate(responses):
+        if not isinstance(response, str):
+            fail(f"responses[{i}] must be a string, got {type(response).__name__}")
+    metadata = raw.get("metadata") or {}
+    return QuestionGenerations(
+        question_id=question_id,
+        category=raw.get("category", metadata.get("category") if isinstance(metadata, dict) else None),
+        prompt=raw["prompt"],
+        greedy=None,
+        samples=tuple(Answer(text=r) for r in responses),
+        p_true=_parse_p_true(raw.get("p_true"), fail),
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def detect_shape(path: str) -> str:
+    """GENERATIONS_SHAPE if the first line is a record with a question_id, else NOTES_SHAPE."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError:
+                return NOTES_SHAPE  # a pretty-printed single object
+            if isinstance(first, dict) and "question_id" in first:
+                return GENERATIONS_SHAPE
+            return NOTES_SHAPE
+    raise GenerationsError(f"{path}: empty generations file")
+
+
+def _load_notes(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            notes = json.load(f)
+    except json.JSONDecodeError as e:
+        raise GenerationsError(
+            f"{path}:{e.lineno}: neither generations JSON lines (first line has no question_id) "
+            f"nor one notes JSON object ({e.msg})"
+        ) from None
+    if not isinstance(notes, dict):
+        raise GenerationsError(f"{path}: expected a JSON object keyed by question id, got {type(notes).__name__}")
+    return notes
+
+
+def count_questions(path: str) -> int:
+    """Number of records (non-blank lines, or notes entries), for a progress bar."""
+    if detect_shape(path) == NOTES_SHAPE:
+        return len(_load_notes(path))
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def iter_generations(path: str) -> Iterator[QuestionGenerations]:
+    """Validated records of either shape, in file order; duplicate question_ids are an error."""
+    first_seen: dict = {}
+
+    def check_unique(record: QuestionGenerations) -> QuestionGenerations:
+        key = record.question_id
+        if key in first_seen:
+            raise GenerationsError(f"{record.where()}: duplicate question_id (first at {first_seen[key]})")
+        first_seen[key] = record.source
+        return record
+
+    if detect_shape(path) == NOTES_SHAPE:
+        for key, raw in _load_notes(path).items():
+            yield check_unique(parse_notes_record(key, raw, f"{path}[{key!r}]"))
+        return
+    for line_number, raw in iter_jsonl(path):
+        yield check_unique(parse_generations_record(raw, f"{path}:{line_number}"))

@@ -1,0 +1,393 @@
+"""Uncertainty measures as pure functions: arrays and lists in, numbers out.
+
+Conventions (DESIGN §5): natural log everywhere; every score is an *uncertainty*, so higher
+means more uncertain. An answer's tokens are scored with the end-of-sequence token (EOS)
+excluded: `answer_log_probs` drops the last log-prob when the answer ends with EOS.
+
+Families:
+
+- Semantic entropy (Farquhar et al. 2024): `semantic_entropy`, `discrete_semantic_entropy`,
+  `naive_entropy`, built on `sequence_log_likelihood` and `cluster_log_probs`.
+- First-token yes/no: `yes_no_entropy`.
+- Greedy answer: `greedy_neg_log_likelihood`, `greedy_perplexity`, `greedy_mean_token_entropy`.
+- Meaning diversity on a similarity matrix (Lin et al. 2023, "Generating with confidence"):
+  `num_semantic_sets`, `eigval_laplacian`, `degree_matrix`, `eccentricity`.
+- Lexical diversity: `rouge_l_f`, `lexical_similarity_rouge_l`.
+- Verbalised/probed confidence: `p_true_uncertainty`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+PROBABILITY_SUM_TOLERANCE = 1e-9
+
+# --------------------------------------------------------------------------------------------
+# Per-answer log-likelihoods
+
+
+def answer_log_probs(token_logprobs: Sequence[float], ends_with_eos: bool) -> list[float]:
+    """The answer's token log-probs with the EOS token (the last one, when flagged) dropped.
+
+    >>> answer_log_probs([-0.1, -0.2, -0.05], ends_with_eos=True)
+    [-0.1, -0.2]
+    >>> answer_log_probs([-0.1, -0.2], ends_with_eos=False)
+    [-0.1, -0.2]
+    >>> answer_log_probs([-0.05], ends_with_eos=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: the answer has no tokens besides EOS (semantic entropy needs at least one)
+    """
+    tokens = list(token_logprobs[:-1]) if ends_with_eos else list(token_logprobs)
+    if not tokens:
+        raise ValueError("the answer has no tokens besides EOS (semantic entropy needs at least one)")
+    return tokens
+
+
+def sequence_log_likelihood(token_logprobs: Sequence[float], ends_with_eos: bool) -> float:
+    """Length-normalised log-likelihood: mean token log-prob over the answer, EOS excluded.
+
+    >>> sequence_log_likelihood([-0.2, -0.4, -0.01], ends_with_eos=True)  # mean of -0.2, -0.4
+    -0.30000000000000004
+    """
+    tokens = answer_log_probs(token_logprobs, ends_with_eos)
+    return math.fsum(tokens) / len(tokens)
+
+
+# --------------------------------------------------------------------------------------------
+# Entropies
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(np.max(values))
+    return top + math.log(float(np.sum(np.exp(values - top))))
+
+
+def cluster_log_probs(sample_log_likelihoods: Sequence[float], cluster_ids: Sequence[int]) -> np.ndarray:
+    """log p_c = logsumexp(members' log-likelihoods) - logsumexp(all samples' log-likelihoods).
+
+    Cluster ids must be 0..K-1; the result is indexed by cluster id, shape (K,).
+
+    Worked example: samples with log-likelihoods ln .5, ln .3, ln .2 in clusters 0, 0, 1:
+    p_0 = (.5 + .3) / 1.0 = .8, p_1 = .2.
+
+    >>> np.exp(cluster_log_probs(np.log([0.5, 0.3, 0.2]), [0, 0, 1])).round(6).tolist()
+    [0.8, 0.2]
+    """
+    log_likelihoods = np.asarray(sample_log_likelihoods, dtype=np.float64)  # (N,)
+    ids = np.asarray(cluster_ids, dtype=np.int64)  # (N,)
+    if log_likelihoods.shape != ids.shape or log_likelihoods.ndim != 1 or len(ids) == 0:
+        raise ValueError(f"need one cluster id per sample, got {len(ids)} ids for {len(log_likelihoods)} samples")
+    num_clusters = int(ids.max()) + 1
+    if ids.min() < 0 or len(set(ids.tolist())) != num_clusters:
+        raise ValueError(f"cluster ids must be 0..K-1 with every id used, got {ids.tolist()}")
+    total = _logsumexp(log_likelihoods)
+    log_probs = np.array([_logsumexp(log_likelihoods[ids == c]) - total for c in range(num_clusters)])  # (K,)
+    total_probability = float(np.exp(log_probs).sum())
+    assert abs(total_probability - 1.0) < 1e-6, f"cluster probabilities sum to {total_probability}"
+    return log_probs
+
+
+def entropy_from_log_probs(log_probs: Sequence[float]) -> float:
+    """H = -sum_c p_c log p_c for a distribution given by its log-probabilities.
+
+    >>> round(entropy_from_log_probs(np.log([0.5, 0.5])), 12) == round(math.log(2), 12)
+    True
+    >>> entropy_from_log_probs([0.0])
+    0.0
+    """
+    log_p = np.asarray(log_probs, dtype=np.float64)
+    p = np.exp(log_p)
+    assert abs(float(p.sum()) - 1.0) < 1e-6, f"probabilities sum to {float(p.sum())}, not 1"
+    entropy = float(-np.sum(p * log_p))
+    assert entropy > -1e-9, f"entropy {entropy} < 0"
+    return entropy if entropy > 0 else 0.0
+
+
+def semantic_entropy(sample_log_likelihoods: Sequence[float], cluster_ids: Sequence[int]) -> float:
+    """Semantic entropy: entropy of the likelihood-weighted cluster distribution.
+
+    Worked example: p = (.8, .2) as in `cluster_log_probs`:
+    H = -(.8 ln .8 + .2 ln .2) = 0.500402...
+
+    >>> round(semantic_entropy(np.log([0.5, 0.3, 0.2]), [0, 0, 1]), 6)
+    0.500402
+    >>> semantic_entropy([-0.1, -3.0], [0, 0])  # one meaning: no uncertainty
+    0.0
+    """
+    return entropy_from_log_probs(cluster_log_probs(sample_log_likelihoods, cluster_ids))
+
+
+def discrete_semantic_entropy(cluster_ids: Sequence[int]) -> float:
+    """Entropy of the cluster frequencies (no log-probs needed).
+
+    Worked example: clusters 0, 0, 0, 1 -> p = (3/4, 1/4),
+    H = -(.75 ln .75 + .25 ln .25) = 0.562335...
+
+    >>> round(discrete_semantic_entropy([0, 0, 0, 1]), 6)
+    0.562335
+    """
+    if len(cluster_ids) == 0:
+        raise ValueError("need at least one sample")
+    counts = np.array(list(Counter(cluster_ids).values()), dtype=np.float64)  # (K,)
+    return entropy_from_log_probs(np.log(counts / counts.sum()))
+
+
+def naive_entropy(sample_log_likelihoods: Sequence[float]) -> float:
+    """Naive (length-normalised predictive) entropy: -mean of the samples' log-likelihoods.
+
+    >>> naive_entropy([-0.5, -1.5])
+    1.0
+    """
+    if len(sample_log_likelihoods) == 0:
+        raise ValueError("need at least one sample")
+    return -math.fsum(sample_log_likelihoods) / len(sample_log_likelihoods)
+
+
+def yes_no_entropy(yes_mass: float, no_mass: float) -> float:
+    """Binary entropy of the first-token yes/no mass renormalised to p = yes / (yes + no).
+
+    H = -p ln p - (1 - p) ln(1 - p); the rest of the first-token mass is ignored.
+
+    Worked example: yes .6, no .2 -> p = .75, H = 0.562335...
+
+    >>> round(yes_no_entropy(0.6, 0.2), 6)
+    0.562335
+    >>> yes_no_entropy(0.9, 0.0)
+    0.0
+    """
+    if not (yes_mass >= 0 and no_mass >= 0) or yes_mass + no_mass <= 0:
+        raise ValueError(f"yes/no mass must be non-negative with a positive sum, got yes={yes_mass} no={no_mass}")
+    p = yes_mass / (yes_mass + no_mass)
+    entropy = -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0)
+    return entropy if entropy > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy answer
+
+
+def greedy_neg_log_likelihood(token_logprobs: Sequence[float], ends_with_eos: bool) -> float:
+    """Negative log-likelihood of the greedy answer: -sum of token log-probs, EOS excluded.
+
+    This is the maximum-sequence-probability score (-log P(answer)) in log space.
+
+    >>> round(greedy_neg_log_likelihood([-0.25, -0.5, -0.01], ends_with_eos=True), 12)
+    0.75
+    """
+    return -math.fsum(answer_log_probs(token_logprobs, ends_with_eos))
+
+
+def greedy_perplexity(token_logprobs: Sequence[float], ends_with_eos: bool) -> float:
+    """exp(-mean token log-prob) of the greedy answer, EOS excluded.
+
+    >>> round(greedy_perplexity([-0.5, -1.5, -0.01], ends_with_eos=True), 6)  # exp(1)
+    2.718282
+    """
+    return math.exp(-sequence_log_likelihood(token_logprobs, ends_with_eos))
+
+
+def greedy_mean_token_entropy(token_entropies: Sequence[float], ends_with_eos: bool) -> float:
+    """Mean entropy of the next-token distributions over the answer's steps, EOS step excluded.
+
+    >>> greedy_mean_token_entropy([0.4, 0.2, 0.9], ends_with_eos=True)
+    0.30000000000000004
+    """
+    steps = answer_log_probs(token_entropies, ends_with_eos)
+    return math.fsum(steps) / len(steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Meaning diversity on a similarity matrix (Lin et al. 2023)
+
+
+def num_semantic_sets(cluster_ids: Sequence[int]) -> float:
+    """Number of distinct meanings among the samples (U_NumSet).
+
+    >>> num_semantic_sets([0, 1, 0, 2])
+    3.0
+    """
+    return float(len(set(cluster_ids)))
+
+
+def _check_similarity(similarity) -> np.ndarray:
+    w = np.asarray(similarity, dtype=np.float64)  # (N, N)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] == 0:
+        raise ValueError(f"similarity must be a non-empty square matrix, got shape {w.shape}")
+    if not np.allclose(w, w.T) or w.min() < 0 or w.max() > 1 + 1e-9:
+        raise ValueError("similarity must be symmetric with entries in [0, 1]")
+    return w
+
+
+def normalised_laplacian(similarity) -> np.ndarray:
+    """L = I - D^-1/2 W D^-1/2 with D = diag(row sums of W); W has a positive diagonal.
+
+    >>> normalised_laplacian([[1.0, 1.0], [1.0, 1.0]]).round(9).tolist()
+    [[0.5, -0.5], [-0.5, 0.5]]
+    """
+    w = _check_similarity(similarity)
+    degrees = w.sum(axis=1)  # (N,)
+    if degrees.min() <= 0:
+        raise ValueError("every answer must be similar to itself (positive degree)")
+    inv_sqrt = 1.0 / np.sqrt(degrees)
+    return np.eye(len(w)) - inv_sqrt[:, None] * w * inv_sqrt[None, :]
+
+
+def eigval_laplacian(similarity) -> float:
+    """U_EigV = sum_k max(0, 1 - lambda_k) over the eigenvalues of the normalised Laplacian.
+
+    A soft count of meanings: for a 0/1 block matrix it is the number of blocks.
+
+    >>> round(eigval_laplacian(np.ones((3, 3))), 9)  # one meaning
+    1.0
+    >>> round(eigval_laplacian(np.eye(3)), 9)  # three meanings
+    3.0
+    >>> round(eigval_laplacian([[1, .5], [.5, 1]]), 9)  # L eigenvalues 0, 2/3 -> 1 + 1/3
+    1.333333333
+    """
+    eigenvalues = np.linalg.eigvalsh(normalised_laplacian(similarity))  # (N,)
+    return float(np.clip(1.0 - eigenvalues, 0.0, None).sum())
+
+
+def degree_matrix(similarity) -> float:
+    """U_Deg = trace(m I - D) / m^2 with D the degree matrix (row sums of W), m answers.
+
+    Equals 1 - mean(W): 0 when every pair is similar, (m - 1)/m when none is.
+
+    >>> degree_matrix(np.ones((4, 4)))
+    0.0
+    >>> degree_matrix(np.eye(4))
+    0.75
+    >>> degree_matrix([[1, .5], [.5, 1]])  # trace(2I - D) = 2*2 - 3 = 1; 1 / 4
+    0.25
+    """
+    w = _check_similarity(similarity)
+    m = len(w)
+    return float((m * m - w.sum()) / (m * m))
+
+
+def eccentricity(similarity, eigenvalue_threshold: float = 0.9) -> float:
+    """U_Ecc: spread of the answers' spectral embeddings.
+
+    Each answer j is embedded as row j of V, the (m, k) matrix of the eigenvectors of the
+    normalised Laplacian whose eigenvalues are below `eigenvalue_threshold` (0.9, as in Lin
+    et al.); U_Ecc = ||V - mean_rows(V)||_F (Frobenius norm of the centred embeddings). The
+    Frobenius norm makes the score independent of the basis chosen inside a repeated
+    eigenvalue's eigenspace. 0 when all answers agree; sqrt(m - 1) when all differ.
+
+    >>> round(eccentricity(np.ones((3, 3))), 9)
+    0.0
+    >>> round(eccentricity(np.eye(3)), 9) == round(math.sqrt(2), 9)
+    True
+    >>> round(eccentricity([[1, 1, 0], [1, 1, 0], [0, 0, 1]]), 9)  # 2 blocks: sqrt(k - (1'Pi 1)/m) = sqrt(2 - 3/3)
+    1.0
+    """
+    w = _check_similarity(similarity)
+    eigenvalues, eigenvectors = np.linalg.eigh(normalised_laplacian(w))  # (m,), (m, m)
+    embeddings = eigenvectors[:, eigenvalues < eigenvalue_threshold]  # (m, k)
+    centred = embeddings - embeddings.mean(axis=0, keepdims=True)  # (m, k)
+    return float(np.linalg.norm(centred))
+
+
+def similarity_from_clusters(cluster_ids: Sequence[int]) -> np.ndarray:
+    """0/1 similarity: 1 where two answers share a cluster.
+
+    >>> similarity_from_clusters([0, 1, 0]).tolist()
+    [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
+    """
+    ids = np.asarray(cluster_ids)
+    return (ids[:, None] == ids[None, :]).astype(np.float64)  # (N, N)
+
+
+# --------------------------------------------------------------------------------------------
+# Lexical similarity
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """Lower-cased alphanumeric words, as ROUGE tokenizes (no stemming).
+
+    >>> rouge_tokens("Yes, there's a Dog.")
+    ['yes', 'there', 's', 'a', 'dog']
+    """
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def longest_common_subsequence_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (dynamic programming).
+
+    >>> longest_common_subsequence_length("a b c d".split(), "a c d e".split())
+    3
+    """
+    if len(a) < len(b):
+        a, b = b, a
+    previous = [0] * (len(b) + 1)
+    for token_a in a:
+        current = [0]
+        for j, token_b in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if token_a == token_b else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l_f(a: str, b: str) -> float:
+    """ROUGE-L F-measure (beta = 1) of two texts: 2PR/(P+R), P = LCS/|b|, R = LCS/|a|.
+
+    Two texts without words count as identical (1.0); one empty and one not as 0.0.
+
+    Worked example: "a cat sat" vs "a cat": LCS 2, P = 1, R = 2/3, F = 0.8.
+
+    >>> round(rouge_l_f("A cat sat", "a cat"), 6)
+    0.8
+    >>> rouge_l_f("", "")
+    1.0
+    """
+    tokens_a, tokens_b = rouge_tokens(a), rouge_tokens(b)
+    if not tokens_a and not tokens_b:
+        return 1.0
+    lcs = longest_common_subsequence_length(tokens_a, tokens_b)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(tokens_b), lcs / len(tokens_a)
+    return 2 * precision * recall / (precision + recall)
+
+
+def lexical_similarity_rouge_l(texts: Sequence[str]) -> float:
+    """Uncertainty = 1 - mean ROUGE-L F over all unordered pairs of answers.
+
+    Pairs of identical texts score 1 without computing; a single answer gives 0.
+
+    Worked example: "yes", "yes", "no": pairs (yes,yes)=1, (yes,no)=0 twice -> 1 - 1/3.
+
+    >>> round(lexical_similarity_rouge_l(["yes", "yes", "no"]), 6)
+    0.666667
+    """
+    counts = Counter(texts)
+    n = len(texts)
+    if n < 2:
+        return 0.0
+    unique = list(counts)
+    total = sum(c * (c - 1) / 2 for c in counts.values())  # identical pairs, F = 1
+    for i, text_i in enumerate(unique):
+        for text_j in unique[i + 1 :]:
+            total += counts[text_i] * counts[text_j] * rouge_l_f(text_i, text_j)
+    return 1.0 - total / (n * (n - 1) / 2)
+
+
+# --------------------------------------------------------------------------------------------
+# P(True)
+
+
+def p_true_uncertainty(p_true: float) -> float:
+    """1 - P(True): the model's probability that its greedy answer is false.
+
+    >>> p_true_uncertainty(0.75)
+    0.25
+    """
+    if not 0.0 <= p_true <= 1.0:
+        raise ValueError(f"p_true must be a probability, got {p_true}")
+    return 1.0 - p_true

@@ -1,0 +1,174 @@
+"""Declarative registry of uncertainty measures.
+
+Each `Measure` declares the generation fields it needs (names from `generations_io`), what it
+takes from the judge (nothing, the clusters, or the similarity matrix), and a function of the
+per-question `MeasureInputs`. A record that lacks a needed field skips the measure with a
+message instead of failing. A score's name carries every setting that changes it
+(`score_name`): judge-dependent measures computed with a judge other than "exact" get the
+judge's tag, the strictness (cluster measures) and `_noquestion` when the NLI judge sees bare
+answers, e.g. `semantic_entropy_nli_strict`, `eigval_laplacian_nli_noquestion`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from semantic_entropy import measures as m
+from semantic_entropy.generations_io import (
+    FIRST_TOKEN_YES_NO_MASS,
+    GREEDY_TOKEN_ENTROPIES,
+    GREEDY_TOKEN_LOGPROBS,
+    P_TRUE,
+    SAMPLE_TEXTS,
+    SAMPLE_TOKEN_LOGPROBS,
+    QuestionGenerations,
+)
+from semantic_entropy.judges import Judgement
+
+USES_NOTHING = "nothing"  # the judge does not change the score
+USES_CLUSTERS = "clusters"  # judge, strictness and question prefix change the score
+USES_SIMILARITY = "similarity"  # judge and question prefix change the score
+
+
+@dataclass
+class MeasureInputs:
+    """What the measures of one question read; derived values are computed once."""
+
+    record: QuestionGenerations
+    judgement: Judgement
+
+    @cached_property
+    def sample_log_likelihoods(self) -> list[float]:  # (N,) mean token log-prob, EOS excluded
+        return [m.sequence_log_likelihood(s.token_logprobs, s.ends_with_eos) for s in self.record.samples]
+
+    @cached_property
+    def cluster_log_probs(self):  # (K,)
+        return m.cluster_log_probs(self.sample_log_likelihoods, self.judgement.sample_cluster_ids)
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str  # default name; see score_name for the name a run writes
+    needs: frozenset[str]
+    uses: str  # USES_NOTHING, USES_CLUSTERS or USES_SIMILARITY
+    compute: Callable[[MeasureInputs], float] = field(repr=False)
+    description: str = ""
+
+
+def _greedy(inputs: MeasureInputs):
+    return inputs.record.greedy
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure(
+        "semantic_entropy", frozenset({SAMPLE_TEXTS, SAMPLE_TOKEN_LOGPROBS}), USES_CLUSTERS,
+        lambda x: m.entropy_from_log_probs(x.cluster_log_probs),
+        "entropy of likelihood-weighted meaning clusters (Farquhar et al. 2024)",
+    ),
+    Measure(
+        "discrete_semantic_entropy", frozenset({SAMPLE_TEXTS}), USES_CLUSTERS,
+        lambda x: m.discrete_semantic_entropy(x.judgement.sample_cluster_ids),
+        "entropy of the meaning clusters' sample frequencies",
+    ),
+    Measure(
+        "naive_entropy", frozenset({SAMPLE_TOKEN_LOGPROBS}), USES_NOTHING,
+        lambda x: m.naive_entropy(x.sample_log_likelihoods),
+        "-mean of the samples' length-normalised log-likelihoods",
+    ),
+    Measure(
+        "yes_no_entropy", frozenset({FIRST_TOKEN_YES_NO_MASS}), USES_NOTHING,
+        lambda x: m.yes_no_entropy(*x.record.yes_no_mass),
+        "binary entropy of the first token's renormalised yes/no mass",
+    ),
+    Measure(
+        "greedy_neg_log_likelihood", frozenset({GREEDY_TOKEN_LOGPROBS}), USES_NOTHING,
+        lambda x: m.greedy_neg_log_likelihood(_greedy(x).token_logprobs, _greedy(x).ends_with_eos),
+        "-sum of the greedy answer's token log-probs, EOS excluded",
+    ),
+    Measure(
+        "greedy_perplexity", frozenset({GREEDY_TOKEN_LOGPROBS}), USES_NOTHING,
+        lambda x: m.greedy_perplexity(_greedy(x).token_logprobs, _greedy(x).ends_with_eos),
+        "exp(-mean token log-prob) of the greedy answer, EOS excluded",
+    ),
+    Measure(
+        "greedy_mean_token_entropy", frozenset({GREEDY_TOKEN_ENTROPIES}), USES_NOTHING,
+        lambda x: m.greedy_mean_token_entropy(_greedy(x).token_entropies, _greedy(x).ends_with_eos),
+        "mean next-token entropy over the greedy answer, EOS step excluded",
+    ),
+    Measure(
+        "num_semantic_sets", frozenset({SAMPLE_TEXTS}), USES_CLUSTERS,
+        lambda x: m.num_semantic_sets(x.judgement.sample_cluster_ids),
+        "number of meaning clusters (Lin et al. 2023)",
+    ),
+    Measure(
+        "eigval_laplacian", frozenset({SAMPLE_TEXTS}), USES_SIMILARITY,
+        lambda x: m.eigval_laplacian(x.judgement.similarity),
+        "sum of max(0, 1 - eigenvalue) of the normalised graph Laplacian (Lin et al. 2023)",
+    ),
+    Measure(
+        "degree_matrix", frozenset({SAMPLE_TEXTS}), USES_SIMILARITY,
+        lambda x: m.degree_matrix(x.judgement.similarity),
+        "trace(mI - D) / m^2 of the similarity graph (Lin et al. 2023)",
+    ),
+    Measure(
+        "eccentricity", frozenset({SAMPLE_TEXTS}), USES_SIMILARITY,
+        lambda x: m.eccentricity(x.judgement.similarity),
+        "spread of the spectral embeddings, eigenvalues < 0.9 (Lin et al. 2023)",
+    ),
+    Measure(
+        "lexical_similarity_rougeL", frozenset({SAMPLE_TEXTS}), USES_NOTHING,
+        lambda x: m.lexical_similarity_rouge_l(x.record.sample_texts),
+        "1 - mean pairwise ROUGE-L F of the samples",
+    ),
+    Measure(
+        "p_true", frozenset({P_TRUE}), USES_NOTHING,
+        lambda x: m.p_true_uncertainty(x.record.p_true),
+        "1 - P(True) from a separate pass (field p_true of the generations record)",
+    ),
+)
+
+MEASURES_BY_NAME = {measure.name: measure for measure in MEASURES}
+
+
+def select_measures(names: Sequence[str] | None) -> list[Measure]:
+    """The measures named (all when None), in registry order; an unknown name is an error.
+
+    >>> [x.name for x in select_measures(["naive_entropy", "semantic_entropy"])]
+    ['semantic_entropy', 'naive_entropy']
+    """
+    if names is None:
+        return list(MEASURES)
+    unknown = [name for name in names if name not in MEASURES_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown measure(s) {unknown}; known: {list(MEASURES_BY_NAME)}")
+    wanted = set(names)
+    return [measure for measure in MEASURES if measure.name in wanted]
+
+
+def score_name(measure: Measure, judge_name: str, strict: bool, question_prefix: bool | None) -> str:
+    """The name a run writes for `measure` under these judge settings.
+
+    >>> se = MEASURES_BY_NAME["semantic_entropy"]
+    >>> score_name(se, "exact", strict=True, question_prefix=None)
+    'semantic_entropy'
+    >>> score_name(se, "nli", strict=False, question_prefix=False)
+    'semantic_entropy_nli_nonstrict_noquestion'
+    >>> score_name(MEASURES_BY_NAME["eccentricity"], "llm", strict=True, question_prefix=None)
+    'eccentricity_llm'
+    >>> score_name(MEASURES_BY_NAME["naive_entropy"], "nli", strict=False, question_prefix=False)
+    'naive_entropy'
+    """
+    if measure.uses == USES_NOTHING or judge_name == "exact":
+        return measure.name
+    parts = [measure.name, judge_name]
+    if measure.uses == USES_CLUSTERS:
+        parts.append("strict" if strict else "nonstrict")
+    if question_prefix is False:
+        parts.append("noquestion")
+    return "_".join(parts)
+
+
+def missing_fields(measure: Measure, available: frozenset[str]) -> list[str]:
+    return sorted(measure.needs - available)
