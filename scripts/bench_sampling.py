@@ -73,7 +73,7 @@ def shaped_random_model(device: str, dtype: torch.dtype, yes_logit: float, no_lo
     head[YES] += yes_logit / root * colon
     head[NO] += no_logit / root * colon
     head[EOS] += yes_logit / root * common
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def pope_like_prompts(count: int, seed: int = 0) -> list[torch.Tensor]:
@@ -132,7 +132,7 @@ def run_prefill_only(model, prompts, pixels, batch_size):
     for start in range(0, len(prompts), batch_size):
         ids, px = prompts[start : start + batch_size], pixels[start : start + batch_size]
         embeds, mask, positions = model.embed_multimodal(ids, model.encode_images(px))
-        model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+        model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False)
 
 
 def measure(name, fn, count, device, results):
@@ -144,6 +144,49 @@ def measure(name, fn, count, device, results):
           f"peak {results[name]['peak_gib']:.1f} GiB", flush=True)
 
 
+def memory_trace(model, prompts, pixels, settings):
+    """Peak memory of each phase of one batch of (c)."""
+    from llava.model.generation import StepRunner
+
+    def mark(label):
+        torch.cuda.synchronize()
+        print(f"  {label:34s} now {torch.cuda.memory_allocated() / 2**30:6.2f} GiB, "
+              f"peak {torch.cuda.max_memory_allocated() / 2**30:6.2f} GiB", flush=True)
+        torch.cuda.reset_peak_memory_stats()
+
+    torch.cuda.reset_peak_memory_stats()
+    mark("start")
+    features = model.encode_images(pixels)
+    mark("encode_images")
+    embeds, mask, positions = model.embed_multimodal(prompts, features)
+    mark("embed_multimodal")
+    runner = StepRunner(model, embeds, mask, positions)
+    mark("prefill (with cache)")
+    rows = torch.arange(len(prompts)).repeat_interleave(2)
+    runner.select_rows(rows)
+    mark("select_rows to 2 rows per question")
+    runner.step(torch.full((len(rows),), YES, device=embeds.device))
+    mark("one decode step")
+    del runner
+    mark("freed")
+
+
+def profile(model, prompts, pixels, settings, batch_size):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for name, fn in (("(d)", lambda: run_prefill_only(model, prompts, pixels, batch_size)),
+                     ("(c)", lambda: run_ours(model, prompts, pixels, settings, batch_size,
+                                              {"distinct": [], "top_prob": [], "answer_tokens": []}))):
+        torch.cuda.reset_peak_memory_stats()
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        print(f"profile {name}: peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+
+
+@torch.inference_mode()
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-questions", type=int, default=256)
@@ -159,6 +202,8 @@ def main(argv=None):
     parser.add_argument("--embed-scale", type=float, default=3e4)
     parser.add_argument("--methods", default="d,c,b,a")
     parser.add_argument("--output-json", default=None)
+    parser.add_argument("--memory-trace", action="store_true", help="peak memory per phase of one batch of (c)")
+    parser.add_argument("--profile", action="store_true", help="print a CUDA-time profile of (c) and (d) on 2 batches")
     args = parser.parse_args(argv)
 
     device = "cuda"
@@ -174,6 +219,13 @@ def main(argv=None):
     # Warm-up: kernels, allocator, cuBLAS handles.
     run_prefill_only(model, prompts[:warm], pixels[:warm], args.batch_size)
     run_ours(model, prompts[:warm], pixels[:warm], settings, args.batch_size, {"distinct": [], "top_prob": [], "answer_tokens": []})
+
+    print(f"attention: text {model.config.text_config._attn_implementation}, "
+          f"vision {model.config.vision_config._attn_implementation}", flush=True)
+    if args.memory_trace:
+        memory_trace(model, prompts[: args.batch_size], pixels[: args.batch_size], settings)
+    if args.profile:
+        profile(model, prompts[: 2 * args.batch_size], pixels[: 2 * args.batch_size], settings, args.batch_size)
 
     results, stats = {}, {"distinct": [], "top_prob": [], "answer_tokens": []}
     methods = args.methods.split(",")

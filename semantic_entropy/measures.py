@@ -34,19 +34,26 @@ PROBABILITY_SUM_TOLERANCE = 1e-9
 def answer_log_probs(token_logprobs: Sequence[float], ends_with_eos: bool) -> list[float]:
     """The answer's token log-probs with the EOS token (the last one, when flagged) dropped.
 
+    An empty answer (EOS alone) keeps its EOS log-prob, so that every answer is scored by at
+    least one token: stopping at once is that answer's whole probability. A sample at
+    temperature 1 can be empty; dropping or failing on it would bias or stop a long run.
+
     >>> answer_log_probs([-0.1, -0.2, -0.05], ends_with_eos=True)
     [-0.1, -0.2]
     >>> answer_log_probs([-0.1, -0.2], ends_with_eos=False)
     [-0.1, -0.2]
-    >>> answer_log_probs([-0.05], ends_with_eos=True)
+    >>> answer_log_probs([-3.5], ends_with_eos=True)
+    [-3.5]
+    >>> answer_log_probs([], ends_with_eos=False)
     Traceback (most recent call last):
     ...
-    ValueError: the answer has no tokens besides EOS (semantic entropy needs at least one)
+    ValueError: the answer has no tokens
     """
-    tokens = list(token_logprobs[:-1]) if ends_with_eos else list(token_logprobs)
-    if not tokens:
-        raise ValueError("the answer has no tokens besides EOS (semantic entropy needs at least one)")
-    return tokens
+    if not token_logprobs:
+        raise ValueError("the answer has no tokens")
+    if ends_with_eos and len(token_logprobs) > 1:
+        return list(token_logprobs[:-1])
+    return list(token_logprobs)
 
 
 def sequence_log_likelihood(token_logprobs: Sequence[float], ends_with_eos: bool) -> float:

@@ -126,6 +126,7 @@ def backfill_answers(generations_file: str, answers_file: str, answered: set) ->
     return answered | {r["question_id"] for r in missing}
 
 
+@torch.inference_mode()
 def run_batch(model, batch, settings, seed, eos_token_id):
     """Samples for one batch; on CUDA out-of-memory, the same questions in halves (same results)."""
     try:

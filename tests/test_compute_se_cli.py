@@ -181,11 +181,11 @@ def test_bad_input_names_question_and_line(tmp_path):
     expect_error(tmp_path, [record(11, [answer("Yes", [0.5, -0.01])])], "question_id 11", "not a log-probability")
 
 
-def test_sample_of_only_eos_fails_naming_question(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "g.jsonl", [record(12, [answer("Yes", [-0.1, -0.01]), answer("", [-0.3])])])
+def test_sample_without_tokens_fails_naming_question(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "g.jsonl", [record(12, [answer("Yes", [-0.1, -0.01]), answer("", [], eos=False)])])
     assert run_cli("--generations-file", path, "--output-file", tmp_path / "u.jsonl") == 1
     err = capsys.readouterr().err
-    assert "g.jsonl:1: question_id 12" in err and "no tokens besides EOS" in err
+    assert "g.jsonl:1: question_id 12" in err and "no tokens" in err
     assert not (tmp_path / "u.jsonl").read_text()  # nothing half-written
 
 

@@ -26,9 +26,11 @@ def test_sequence_log_likelihood_excludes_eos():
     assert m.sequence_log_likelihood([-0.3, -0.1, -2.0], ends_with_eos=False) == pytest.approx(-0.8)
 
 
-def test_only_eos_is_an_error():
-    with pytest.raises(ValueError, match="no tokens besides EOS"):
-        m.sequence_log_likelihood([-0.01], ends_with_eos=True)
+def test_empty_answer_is_scored_by_its_eos_and_no_tokens_is_an_error():
+    assert m.sequence_log_likelihood([-0.01], ends_with_eos=True) == -0.01
+    assert m.sequence_log_likelihood([-0.5, -0.01], ends_with_eos=True) == -0.5
+    with pytest.raises(ValueError, match="no tokens"):
+        m.sequence_log_likelihood([], ends_with_eos=False)
 
 
 # ------------------------------------------------------------------ semantic entropy family

@@ -99,6 +99,7 @@ def hash_seed(base_seed: int, question_id) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+@torch.inference_mode()
 def answer_questions(args, tokenizer, model, image_processor) -> int:
     """Answer the pending questions, appending each batch's records; returns how many were written."""
     if args.num_beams != 1:

@@ -150,9 +150,14 @@ def build_llava_config(config: dict, clip_folder: str) -> LlavaConfig:
     return llava_config
 
 
-def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype) -> LlavaLlamaForCausalLM:
+def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
     """The model allocated on `device` in `dtype` without random initialisation (weights come next)."""
     from transformers.initialization import no_init_weights
+
+    # Chosen explicitly: a model built from a config (not from_pretrained) may default to eager.
+    config._attn_implementation = attn_implementation
+    for sub in (config.text_config, config.vision_config):
+        sub._attn_implementation = attn_implementation
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -184,10 +189,10 @@ def load_state(model, plan: dict[str, tuple[TensorReader, str]], context: str) -
             target.copy_(tensor)
 
 
-def load_original(model_path, model_base, config, device, dtype, vision_tower):
+def load_original(model_path, model_base, config, device, dtype, vision_tower, attn_implementation):
     clip_folder = resolve_vision_tower(config, model_path, vision_tower)
     llava_config = build_llava_config(config, clip_folder)
-    model = empty_model(llava_config, device, dtype)
+    model = empty_model(llava_config, device, dtype, attn_implementation)
 
     plan: dict[str, tuple[TensorReader, str]] = {}
     # With a base, the language model comes from it and the folder's own weights override
@@ -245,21 +250,23 @@ def load_pretrained_model(
         raise NotImplementedError("8-bit/4-bit loading is not supported by this runtime")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    attn_implementation = attn_implementation or ("flash_attention_2" if use_flash_attn else "sdpa")
     config = read_json(os.path.join(model_path, "config.json"))
     layout = checkpoint_layout(config)
     if layout == "original":
-        model, processor_folder = load_original(model_path, model_base, config, device, dtype, vision_tower)
+        model, processor_folder = load_original(model_path, model_base, config, device, dtype, vision_tower,
+                                                attn_implementation)
     else:
         if vision_tower or model_base:
             warnings.warn("vision_tower/model_base are ignored for llava-hf checkpoints, which hold all weights")
-        model = LlavaLlamaForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+        model = LlavaLlamaForCausalLM.from_pretrained(
+            model_path, dtype=dtype, attn_implementation=attn_implementation
+        ).to(device)
         # llava-hf configs carry no aspect-ratio key; LLaVA-1.5 always pads to square.
         model.config.image_aspect_ratio = "pad"
         processor_folder = model_path
     if vision_dtype is not None:
         model.model.vision_tower.to(resolve_dtype(vision_dtype, device))
-    if attn_implementation or use_flash_attn:
-        model.set_attn_implementation(attn_implementation or "flash_attention_2")
     model.eval()
     model.requires_grad_(False)
 
