@@ -1,9 +1,12 @@
 """Greedy answer plus N exact multinomial samples per question from ONE shared prefill.
 
 After the prefill, a question's greedy path and its N sample paths are grouped by prefix:
-a row of the batch stands for one distinct prefix and the number k of samples that follow
-it. At each step a row draws its k next tokens at once from the model's distribution at that
-prefix and splits into one child per distinct token drawn. Every sample is therefore drawn
+a path stands for one distinct prefix and the number k of samples that follow it. At each step
+a path draws its k next tokens at once from the model's distribution at that prefix and splits
+into one child per distinct token drawn. All paths of a question live in the question's own
+batch row, as branches of one tree: each step feeds every live path's newest token at once,
+and a 4D attention mask lets each see the shared prompt plus its own earlier tokens only, so
+the prompt's KV cache is stored once per question however many answers branch from it. Every sample is therefore drawn
 from exactly the distribution that N independent `generate(do_sample=True)` calls would use,
 while the work grows with the number of distinct answers instead of N (POPE answers are a
 token or two, so a question costs about one prefill).
@@ -70,10 +73,11 @@ class _Path:
     token_entropies: list[float] = field(default_factory=list)
     num_samples: int = 0
     is_greedy: bool = False
+    columns: list[int] = field(default_factory=list)  # cache columns holding this path's fed tokens
 
     def extend(self, token: int, logprob: float, entropy: float, num_samples: int, is_greedy: bool) -> "_Path":
         return _Path(self.question, self.token_ids + [token], self.token_logprobs + [logprob],
-                     self.token_entropies + [entropy], num_samples, is_greedy)
+                     self.token_entropies + [entropy], num_samples, is_greedy, list(self.columns))
 
 
 def sampling_logits(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
@@ -116,47 +120,76 @@ def sample_batch(model, embeds, attention_mask, position_ids, generators: list[t
     embeds: (B, T, H); attention_mask, position_ids: (B, T); generators: B CPU generators.
     """
     runner = StepRunner(model, embeds, attention_mask, position_ids)
-    batch = embeds.shape[0]
+    batch, prompt_columns = attention_mask.shape
+    prompt_visible = attention_mask.bool()  # (B, T)
+    next_position = runner.next_position.tolist()  # first answer position of each row
     first_probs = runner.logits.softmax(dim=-1).cpu()  # (B, V)
     paths = [_Path(q, num_samples=settings.num_samples, is_greedy=True) for q in range(batch)]
     done: list[list[_Path]] = [[] for _ in range(batch)]
-    logits = runner.logits  # (R, V), one row per path
+    logits = runner.logits  # (R, V), one row per live path
+    appended = 0  # cache columns added after the prompt
     while paths:
-        logprobs = torch.log_softmax(logits, dim=-1)  # untempered
-        entropies = -(logprobs.exp() * logprobs.nan_to_num(neginf=0.0)).sum(-1)  # (R,)
-        greedy_tokens = logits.argmax(dim=-1)  # (R,)
-        draws = _draw_for_paths(paths, logits, generators, settings)  # per path: list of k tokens
-
-        chosen = sorted({t for tokens in draws for t in tokens} | set(greedy_tokens.tolist()))
-        chosen_index = torch.tensor(chosen, device=logits.device)
-        table_logprobs = logprobs.index_select(1, chosen_index).tolist()  # (R, C) on the CPU
-        column = {t: c for c, t in enumerate(chosen)}
-        entropy_list = entropies.tolist()
-        greedy_list = greedy_tokens.tolist()
-
-        next_paths, parents, next_tokens = [], [], []
-        for r, (path, tokens) in enumerate(zip(paths, draws)):
-            counts: dict[int, int] = {}
-            for t in tokens:  # children in order of first draw
-                counts[t] = counts.get(t, 0) + 1
-            if path.is_greedy and greedy_list[r] not in counts:
-                counts[greedy_list[r]] = 0
-            for token, k in counts.items():
-                child = path.extend(token, table_logprobs[r][column[token]], entropy_list[r], k,
-                                    path.is_greedy and token == greedy_list[r])
-                if _finished(child, eos_token_id, settings.max_new_tokens):
-                    done[child.question].append(child)
-                else:
-                    next_paths.append(child)
-                    parents.append(r)
-                    next_tokens.append(token)
-        paths = next_paths
+        paths = _expand(paths, logits, generators, settings, eos_token_id, done)
         if not paths:
             break
-        if parents != list(range(len(parents))) or len(parents) != logits.shape[0]:
-            runner.select_rows(torch.tensor(parents))
-        logits = runner.step(torch.tensor(next_tokens, device=logits.device))
+        # Place each live path in its question's row: slot j of row b.
+        slots: dict[int, int] = {}
+        slot_of = []
+        for path in paths:
+            slot_of.append(slots.get(path.question, 0))
+            slots[path.question] = slot_of[-1] + 1
+        width = max(slots.values())
+        tokens = torch.full((batch, width), eos_token_id, dtype=torch.long)
+        positions = torch.zeros((batch, width), dtype=torch.long)
+        earlier = torch.zeros((batch, width, appended), dtype=torch.bool)  # sees earlier answer columns
+        for path, j in zip(paths, slot_of):
+            tokens[path.question, j] = path.token_ids[-1]
+            positions[path.question, j] = next_position[path.question] + len(path.token_ids) - 1
+            if path.columns:
+                earlier[path.question, j, [c - prompt_columns for c in path.columns]] = True
+        device = prompt_visible.device
+        visible = torch.cat([
+            prompt_visible[:, None, :].expand(batch, width, prompt_columns),
+            earlier.to(device),
+            torch.eye(width, dtype=torch.bool, device=device).expand(batch, width, width),  # itself
+        ], dim=-1)[:, None]  # (B, 1, Q, T + appended + Q)
+        step_logits = runner.step_tree(tokens.to(device), positions.to(device), visible)  # (B, Q, V)
+        for path, j in zip(paths, slot_of):
+            path.columns.append(prompt_columns + appended + j)
+        appended += width
+        rows = torch.tensor([p.question for p in paths], device=device)
+        logits = step_logits[rows, torch.tensor(slot_of, device=device)]  # (R, V)
     return [_assemble(done[q], first_probs[q], eos_token_id) for q in range(batch)]
+
+
+def _expand(paths, logits, generators, settings, eos_token_id, done) -> list[_Path]:
+    """Draw each path's next tokens and split it; finished children go to `done`, live ones are returned."""
+    logprobs = torch.log_softmax(logits, dim=-1)  # untempered
+    entropies = -(logprobs.exp() * logprobs.nan_to_num(neginf=0.0)).sum(-1)  # (R,)
+    greedy_tokens = logits.argmax(dim=-1)  # (R,)
+    draws = _draw_for_paths(paths, logits, generators, settings)  # per path: its k tokens
+
+    chosen = sorted({t for tokens in draws for t in tokens} | set(greedy_tokens.tolist()))
+    table_logprobs = logprobs.index_select(1, torch.tensor(chosen, device=logits.device)).tolist()  # (R, C)
+    column = {t: c for c, t in enumerate(chosen)}
+    entropy_list = entropies.tolist()
+    greedy_list = greedy_tokens.tolist()
+
+    live = []
+    for r, (path, tokens) in enumerate(zip(paths, draws)):
+        counts: dict[int, int] = {}
+        for t in tokens:  # children in order of first draw
+            counts[t] = counts.get(t, 0) + 1
+        if path.is_greedy and greedy_list[r] not in counts:
+            counts[greedy_list[r]] = 0
+        for token, k in counts.items():
+            child = path.extend(token, table_logprobs[r][column[token]], entropy_list[r], k,
+                                path.is_greedy and token == greedy_list[r])
+            if _finished(child, eos_token_id, settings.max_new_tokens):
+                done[child.question].append(child)
+            else:
+                live.append(child)
+    return live
 
 
 def _draw_for_paths(paths, logits, generators, settings) -> list[list[int]]:

@@ -53,6 +53,28 @@ class StepRunner:
         self.attention_mask = self.attention_mask.index_select(0, index)
         self.next_position = self.next_position.index_select(0, index)
 
+    def step_tree(self, token_ids: torch.Tensor, position_ids: torch.Tensor, attention_4d: torch.Tensor) -> torch.Tensor:
+        """Feed several tokens per row that may belong to different branches of one prefix.
+
+        token_ids, position_ids: (B, Q); attention_4d: (B, 1, Q, K + Q) bool, True where a
+        query may attend to a cached (K) or new (Q) column. Returns (B, Q, V) masked logits.
+        The 2D `attention_mask` is not used afterwards: tree decoding tracks visibility itself.
+        """
+        dtype = self.model.text_dtype
+        additive = torch.zeros(attention_4d.shape, dtype=dtype, device=attention_4d.device)
+        additive.masked_fill_(~attention_4d, torch.finfo(dtype).min)
+        out = self.model(
+            input_ids=token_ids,
+            attention_mask=additive,
+            position_ids=position_ids,
+            use_cache=True,
+            **{self.cache_kwarg: self.cache},
+        )
+        logits = out.logits.float()  # (B, Q, V)
+        if self.model.scored_vocab_size < logits.shape[-1]:
+            logits[..., self.model.scored_vocab_size :] = float("-inf")
+        return logits
+
     def step(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per row (B,), return the next (B, V) masked logits."""
         ones = self.attention_mask.new_ones((self.attention_mask.shape[0], 1))
