@@ -19,6 +19,7 @@ given without `--sampling-temperature` sets the samples' temperature instead. Re
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 
@@ -31,7 +32,8 @@ from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
 from llava.mm_utils import get_model_name_from_path
 from llava.utils import short_uuid, write_manifest
 from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.sampler import Answer, SamplingSettings, sample_batch
+from semantic_entropy.prefix_groups import Group, group_batches, group_questions, plan_batches
+from semantic_entropy.sampler import Answer, SamplingSettings, sample_batch, sample_shared_prefix
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="base seed; each question's seed derives from it and its id")
     parser.add_argument("--save-pkl", action="store_true", help="also write a .pkl mirror with numpy arrays")
-    # 20 questions of a 7B model peak near 21 GiB (fits a 24 GB card); 32 is faster on larger cards.
-    parser.set_defaults(batch_size=20)
+    parser.add_argument("--prefix-sharing", action=argparse.BooleanOptionalAction, default=True,
+                        help="compute each image's prompt prefix once for all its questions (default on)")
+    parser.add_argument("--images-per-batch", type=int, default=16, help="with prefix sharing: prefixes per batch")
+    # Questions per batch. Unshared, 20 questions of a 7B model peak near 21 GiB (a 24 GB card);
+    # shared, 128 questions over at most 16 images stay in the same budget.
+    parser.set_defaults(batch_size=None)
     return parser
+
+
+def resolve_batch_size(args) -> int:
+    if args.batch_size is not None:
+        return args.batch_size
+    return 128 if args.prefix_sharing else 20
 
 
 def resolve_sampling_temperature(args) -> float:
@@ -128,23 +140,85 @@ def backfill_answers(generations_file: str, answers_file: str, answered: set) ->
     return answered | {r["question_id"] for r in missing}
 
 
+def question_generators(questions, seed: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(hash_seed(seed, q["question_id"])) for q in questions]
+
+
+def halves(items: list) -> list[list]:
+    return [items[: len(items) // 2], items[len(items) // 2 :]]
+
+
 @torch.inference_mode()
 def run_batch(model, batch, settings, seed, eos_token_id):
-    """Samples for one batch; on CUDA out-of-memory, the same questions in halves (same results)."""
+    """(questions, results) of one unshared batch; on CUDA out-of-memory, the same questions in halves."""
     try:
         features = model.encode_images(batch["pixel_values"])
         embeds, mask, positions = model.embed_multimodal(batch["input_ids"], features)
-        generators = [torch.Generator().manual_seed(hash_seed(seed, q["question_id"])) for q in batch["questions"]]
-        return sample_batch(model, embeds, mask, positions, generators, settings, eos_token_id)
+        generators = question_generators(batch["questions"], seed)
+        return batch["questions"], sample_batch(model, embeds, mask, positions, generators, settings, eos_token_id)
     except torch.cuda.OutOfMemoryError:
-        size = len(batch["questions"])
-        if size == 1:
+        if len(batch["questions"]) == 1:
             raise
         torch.cuda.empty_cache()
-        half = size // 2
-        print(f"CUDA out of memory at batch size {size}; retrying as {half} + {size - half}")
-        parts = [{key: value[:half] for key, value in batch.items()}, {key: value[half:] for key, value in batch.items()}]
-        return [r for part in parts for r in run_batch(model, part, settings, seed, eos_token_id)]
+        print(f"CUDA out of memory at batch size {len(batch['questions'])}; retrying in halves")
+        questions, results = [], []
+        for part in halves(list(range(len(batch["questions"])))):
+            sub = {key: [value[i] for i in part] for key, value in batch.items() if key != "pixel_values"}
+            sub["pixel_values"] = batch["pixel_values"][part]
+            q, r = run_batch(model, sub, settings, seed, eos_token_id)
+            questions += q
+            results += r
+        return questions, results
+
+
+@torch.inference_mode()
+def run_group_batch(model, groups, pixel_values, settings, seed, eos_token_id):
+    """(questions, results) of one batch of image groups, each image's prefix computed once."""
+    try:
+        features = model.encode_images(pixel_values)  # (G, 576, H)
+        prefixes = [torch.tensor(g.prefix_ids) for g in groups]
+        embeds, mask, positions = model.embed_multimodal(prefixes, features)
+        suffixes = [(row, ids) for row, g in enumerate(groups) for ids in g.suffix_ids]
+        questions = [q for g in groups for q in g.questions]
+        results = sample_shared_prefix(model, embeds, mask, positions, suffixes,
+                                       question_generators(questions, seed), settings, eos_token_id)
+        return questions, results
+    except torch.cuda.OutOfMemoryError:
+        parts = split_groups_in_halves(groups, pixel_values)
+        torch.cuda.empty_cache()
+        print(f"CUDA out of memory on {sum(len(g.questions) for g in groups)} questions; retrying in halves")
+        questions, results = [], []
+        for part_groups, part_pixels in parts:
+            q, r = run_group_batch(model, part_groups, part_pixels, settings, seed, eos_token_id)
+            questions += q
+            results += r
+        return questions, results
+
+
+def split_groups_in_halves(groups, pixel_values):
+    """Two smaller batches with the same questions: halves of the groups, or of a lone group's questions."""
+    if len(groups) > 1:
+        cut = len(groups) // 2
+        return [(groups[:cut], pixel_values[:cut]), (groups[cut:], pixel_values[cut:])]
+    group = groups[0]
+    if len(group.questions) == 1:
+        raise torch.cuda.OutOfMemoryError("one question does not fit on the GPU")
+    cut = len(group.questions) // 2
+    return [([Group(group.image, group.prefix_ids, group.questions[a:b], group.suffix_ids[a:b])], pixel_values)
+            for a, b in ((0, cut), (cut, len(group.questions)))]
+
+
+def reorder_to_question_order(path: str, order: dict) -> None:
+    """Rewrite a finished JSON-lines file in question-file order (atomically), if it is not already."""
+    records = [record for _, record in iter_jsonl(path)]
+    ranks = [order.get(r["question_id"], len(order)) for r in records]
+    if ranks == sorted(ranks):
+        return
+    ordered = [r for _, r in sorted(zip(ranks, records), key=lambda pair: pair[0])]
+    tmp = path + ".reorder.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
+    os.replace(tmp, path)
 
 
 def write_pkl_mirror(generations_file: str) -> str:
@@ -183,22 +257,35 @@ def main(argv=None) -> None:
     if len(pending) < len(questions):
         print(f"resuming: {len(questions) - len(pending)} of {len(questions)} questions already done")
 
-    dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
     num_workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+    batch_size = resolve_batch_size(args)
     model_id = get_model_name_from_path(args.model_path)
+    if args.prefix_sharing:
+        planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), batch_size, args.images_per_batch)
+        loader = group_batches(planned, args.image_folder, image_processor, model.config, num_workers)
+        compute = lambda b: run_group_batch(model, b["groups"], b["pixel_values"], settings, args.seed,  # noqa: E731
+                                            tokenizer.eos_token_id)
+    else:
+        dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
+        loader = batches(dataset, batch_size, num_workers)
+        compute = lambda b: run_batch(model, b, settings, args.seed, tokenizer.eos_token_id)  # noqa: E731
     distinct = 0
     with JsonlAppender(generations_file) as gen_out, JsonlAppender(answers_file) as ans_out, \
             tqdm(total=len(pending), unit="q") as bar:
-        for batch in batches(dataset, args.batch_size, num_workers):
-            results = run_batch(model, batch, settings, args.seed, tokenizer.eos_token_id)
-            for question, result in zip(batch["questions"], results):
+        for batch in loader:
+            batch_questions, results = compute(batch)
+            for question, result in zip(batch_questions, results):
                 record = generation_record(question, result, tokenizer, settings, args.seed, model_id, yes_ids, no_ids)
                 gen_out.write(record)  # generations first: a crash between the writes is backfilled
                 if question["question_id"] not in answered:
                     ans_out.write(llava_answer_record(record))
                 distinct += result.distinct_answers
-            bar.update(len(batch["questions"]))
+            bar.update(len(batch_questions))
             bar.set_postfix(distinct_answers=f"{distinct / max(bar.n, 1):.2f}")
+    # Batches follow images, not the file: put the finished files back in question order.
+    order = {q["question_id"]: rank for rank, q in enumerate(questions)}
+    for path in (generations_file, answers_file):
+        reorder_to_question_order(path, order)
     if args.save_pkl:
         print(f"wrote {write_pkl_mirror(generations_file)}")
 

@@ -67,7 +67,9 @@ class QuestionResult:
 class _Path:
     """A distinct prefix of one question: the tokens so far and who follows it."""
 
-    question: int
+    question: int  # index of the question in the batch (its generator and result)
+    row: int  # batch row holding the question's prompt in the KV cache
+    start_position: int  # position id of the first answer token
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
     token_entropies: list[float] = field(default_factory=list)
@@ -76,8 +78,9 @@ class _Path:
     columns: list[int] = field(default_factory=list)  # cache columns holding this path's fed tokens
 
     def extend(self, token: int, logprob: float, entropy: float, num_samples: int, is_greedy: bool) -> "_Path":
-        return _Path(self.question, self.token_ids + [token], self.token_logprobs + [logprob],
-                     self.token_entropies + [entropy], num_samples, is_greedy, list(self.columns))
+        return _Path(self.question, self.row, self.start_position, self.token_ids + [token],
+                     self.token_logprobs + [logprob], self.token_entropies + [entropy], num_samples, is_greedy,
+                     list(self.columns))
 
 
 def sampling_logits(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
@@ -112,6 +115,66 @@ def _finished(path: _Path, eos_token_id: int, max_new_tokens: int) -> bool:
     return path.token_ids[-1] == eos_token_id or len(path.token_ids) >= max_new_tokens
 
 
+@dataclass
+class Branch:
+    """Tokens to feed as one branch of a row's tree: they see the row's prompt, the earlier
+    cache `columns` listed, and each other causally."""
+
+    row: int
+    tokens: list[int]
+    positions: list[int]
+    columns: list[int]
+
+
+class BranchTree:
+    """A KV cache whose rows are trees: a prompt, then branches that see only their own ancestors.
+
+    Each `feed` appends one block of columns per row; a query sees the row's prompt columns
+    (minus left padding), the earlier columns its branch lists, and its own branch's tokens of
+    this block up to itself.
+    """
+
+    def __init__(self, runner: StepRunner, prompt_mask: torch.Tensor, pad_token_id: int):
+        self.runner = runner
+        self.prompt_visible = prompt_mask.bool()  # (B, T)
+        self.prompt_columns = prompt_mask.shape[1]
+        self.appended = 0
+        self.pad_token_id = pad_token_id
+
+    def feed(self, branches: list[Branch]) -> tuple[torch.Tensor, list[list[int]]]:
+        """Logits (R, V) at each branch's last token, and the cache columns its tokens now occupy."""
+        batch = self.prompt_visible.shape[0]
+        starts, used = [], [0] * batch
+        for branch in branches:
+            starts.append(used[branch.row])
+            used[branch.row] += len(branch.tokens)
+        width = max(used)
+        tokens = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+        positions = torch.zeros((batch, width), dtype=torch.long)
+        earlier = torch.zeros((batch, width, self.appended), dtype=torch.bool)
+        block = torch.eye(width, dtype=torch.bool).repeat(batch, 1, 1)  # (B, Q, Q): pads see themselves
+        for branch, start in zip(branches, starts):
+            span = slice(start, start + len(branch.tokens))
+            tokens[branch.row, span] = torch.tensor(branch.tokens)
+            positions[branch.row, span] = torch.tensor(branch.positions)
+            if branch.columns:
+                earlier[branch.row, span, [c - self.prompt_columns for c in branch.columns]] = True
+            block[branch.row, span, span] = torch.ones(len(branch.tokens), len(branch.tokens), dtype=torch.bool).tril()
+        device = self.prompt_visible.device
+        visible = torch.cat([
+            self.prompt_visible[:, None, :].expand(batch, width, self.prompt_columns),
+            earlier.to(device),
+            block.to(device),
+        ], dim=-1)[:, None]  # (B, 1, Q, T + appended + Q)
+        logits = self.runner.step_tree(tokens.to(device), positions.to(device), visible)  # (B, Q, V)
+        first_new = self.prompt_columns + self.appended
+        self.appended += width
+        new_columns = [[first_new + start + i for i in range(len(b.tokens))] for b, start in zip(branches, starts)]
+        rows = torch.tensor([b.row for b in branches], device=device)
+        last = torch.tensor([start + len(b.tokens) - 1 for b, start in zip(branches, starts)], device=device)
+        return logits[rows, last], new_columns
+
+
 @torch.no_grad()
 def sample_batch(model, embeds, attention_mask, position_ids, generators: list[torch.Generator],
                  settings: SamplingSettings, eos_token_id: int) -> list[QuestionResult]:
@@ -120,46 +183,49 @@ def sample_batch(model, embeds, attention_mask, position_ids, generators: list[t
     embeds: (B, T, H); attention_mask, position_ids: (B, T); generators: B CPU generators.
     """
     runner = StepRunner(model, embeds, attention_mask, position_ids)
-    batch, prompt_columns = attention_mask.shape
-    prompt_visible = attention_mask.bool()  # (B, T)
+    tree = BranchTree(runner, attention_mask, eos_token_id)
     next_position = runner.next_position.tolist()  # first answer position of each row
-    first_probs = runner.logits.softmax(dim=-1).cpu()  # (B, V)
-    paths = [_Path(q, num_samples=settings.num_samples, is_greedy=True) for q in range(batch)]
-    done: list[list[_Path]] = [[] for _ in range(batch)]
-    logits = runner.logits  # (R, V), one row per live path
-    appended = 0  # cache columns added after the prompt
+    paths = [_Path(q, q, next_position[q], num_samples=settings.num_samples, is_greedy=True)
+             for q in range(embeds.shape[0])]
+    return _decode(tree, paths, runner.logits, generators, settings, eos_token_id)
+
+
+@torch.no_grad()
+def sample_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, suffixes: list[tuple[int, list[int]]],
+                         generators: list[torch.Generator], settings: SamplingSettings,
+                         eos_token_id: int) -> list[QuestionResult]:
+    """Like `sample_batch`, for questions that share their prompt's beginning (the image and what precedes it).
+
+    prefix_embeds: (G, T, H) left-padded shared prefixes, one row per group, with their mask and
+    positions (G, T); suffixes: per question, (its group row, its own token ids). The prefix is
+    computed once per group; each question's tokens extend it as a branch of the group's row.
+    """
+    runner = StepRunner(model, prefix_embeds, prefix_mask, prefix_positions)
+    tree = BranchTree(runner, prefix_mask, eos_token_id)
+    next_position = runner.next_position.tolist()
+    branches = [Branch(row, ids, list(range(next_position[row], next_position[row] + len(ids))), [])
+                for row, ids in suffixes]
+    first_logits, columns = tree.feed(branches)  # (Nq, V): distribution of each question's first answer token
+    paths = [_Path(q, row, next_position[row] + len(ids), num_samples=settings.num_samples, is_greedy=True,
+                   columns=columns[q]) for q, (row, ids) in enumerate(suffixes)]
+    return _decode(tree, paths, first_logits, generators, settings, eos_token_id)
+
+
+def _decode(tree: BranchTree, paths: list[_Path], logits: torch.Tensor, generators, settings,
+            eos_token_id: int) -> list[QuestionResult]:
+    """Grow every question's paths to their ends; logits (R, V) are the paths' next-token logits."""
+    first_probs = logits.softmax(dim=-1).cpu()  # (Nq, V): one row per question at the start
+    done: list[list[_Path]] = [[] for _ in paths]
     while paths:
         paths = _expand(paths, logits, generators, settings, eos_token_id, done)
         if not paths:
             break
-        # Place each live path in its question's row: slot j of row b.
-        slots: dict[int, int] = {}
-        slot_of = []
-        for path in paths:
-            slot_of.append(slots.get(path.question, 0))
-            slots[path.question] = slot_of[-1] + 1
-        width = max(slots.values())
-        tokens = torch.full((batch, width), eos_token_id, dtype=torch.long)
-        positions = torch.zeros((batch, width), dtype=torch.long)
-        earlier = torch.zeros((batch, width, appended), dtype=torch.bool)  # sees earlier answer columns
-        for path, j in zip(paths, slot_of):
-            tokens[path.question, j] = path.token_ids[-1]
-            positions[path.question, j] = next_position[path.question] + len(path.token_ids) - 1
-            if path.columns:
-                earlier[path.question, j, [c - prompt_columns for c in path.columns]] = True
-        device = prompt_visible.device
-        visible = torch.cat([
-            prompt_visible[:, None, :].expand(batch, width, prompt_columns),
-            earlier.to(device),
-            torch.eye(width, dtype=torch.bool, device=device).expand(batch, width, width),  # itself
-        ], dim=-1)[:, None]  # (B, 1, Q, T + appended + Q)
-        step_logits = runner.step_tree(tokens.to(device), positions.to(device), visible)  # (B, Q, V)
-        for path, j in zip(paths, slot_of):
-            path.columns.append(prompt_columns + appended + j)
-        appended += width
-        rows = torch.tensor([p.question for p in paths], device=device)
-        logits = step_logits[rows, torch.tensor(slot_of, device=device)]  # (R, V)
-    return [_assemble(done[q], first_probs[q], eos_token_id) for q in range(batch)]
+        branches = [Branch(p.row, [p.token_ids[-1]], [p.start_position + len(p.token_ids) - 1], p.columns)
+                    for p in paths]
+        logits, columns = tree.feed(branches)
+        for path, new in zip(paths, columns):
+            path.columns = path.columns + new
+    return [_assemble(done[q], first_probs[q], eos_token_id) for q in range(len(done))]
 
 
 def _expand(paths, logits, generators, settings, eos_token_id, done) -> list[_Path]:
