@@ -24,7 +24,8 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import empty_model
-from semantic_entropy.sampler import SamplingSettings, sample_batch
+from semantic_entropy.prefix_groups import group_questions, plan_batches
+from semantic_entropy.sampler import SamplingSettings, sample_batch, sample_shared_prefix
 
 YES, NO, EOS, COLON = 3869, 1939, 2, 29901  # Llama-2 ids
 
@@ -87,6 +88,43 @@ def pope_like_prompts(count: int, seed: int = 0) -> list[torch.Tensor]:
         prompts.append(torch.cat([torch.tensor([1]), head, torch.tensor([IMAGE_TOKEN_INDEX]), tail,
                                   torch.tensor([29871, 13, 319, 1799, 9047, 13566, COLON])]))
     return prompts
+
+
+def pope_structure(pope_dir: str, tokenizer_dir: str, num_images: int | None):
+    """POPE's real questions (8,910, 500 images, 18 each) as prompts of the real tokenizer.
+
+    Returns the question records (the first `num_images` images' questions, in file order),
+    their full prompt ids, and a random pixel tensor per image.
+    """
+    from transformers import AutoTokenizer
+
+    from llava.conversation import build_prompt
+    from llava.eval.prepare_pope import prepare_pope_questions
+    from llava.mm_utils import tokenizer_image_token
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    questions = prepare_pope_questions(pope_dir)
+    images = list(dict.fromkeys(q["image"] for q in questions))
+    if num_images is not None:
+        keep = set(images[:num_images])
+        questions = [q for q in questions if q["image"] in keep]
+        images = images[:num_images]
+    prompts = [tokenizer_image_token(build_prompt(q["text"], "vicuna_v1"), tokenizer, return_tensors="pt")
+               for q in questions]
+    g = torch.Generator().manual_seed(2)
+    pixels = {image: torch.randn(3, 336, 336, generator=g) for image in images}
+    return tokenizer, questions, prompts, pixels
+
+
+def run_shared(model, tokenizer, questions, pixels, settings, max_questions, max_images, stats):
+    for groups in plan_batches(group_questions(questions, tokenizer, "vicuna_v1"), max_questions, max_images):
+        px = torch.stack([pixels[g.image] for g in groups]).to(model.device, model.text_dtype)
+        embeds, mask, positions = model.embed_multimodal([torch.tensor(g.prefix_ids) for g in groups],
+                                                         model.encode_images(px))
+        suffixes = [(row, ids) for row, g in enumerate(groups) for ids in g.suffix_ids]
+        generators = [torch.Generator().manual_seed(int(q["question_id"])) for g in groups for q in g.questions]
+        for result in sample_shared_prefix(model, embeds, mask, positions, suffixes, generators, settings, EOS):
+            stats["distinct"].append(result.distinct_answers)
 
 
 def timed(fn, device) -> float:
@@ -202,6 +240,11 @@ def main(argv=None):
     parser.add_argument("--embed-scale", type=float, default=3e4)
     parser.add_argument("--methods", default="d,c,b,a")
     parser.add_argument("--output-json", default=None)
+    parser.add_argument("--pope-dir", default=None, help="POPE label files: run on POPE's real questions and images")
+    parser.add_argument("--tokenizer-dir", default=None, help="Llama-2 tokenizer folder (with --pope-dir)")
+    parser.add_argument("--pope-images", type=int, default=None, help="only the first N images' questions")
+    parser.add_argument("--shared-batch-size", type=int, default=128)
+    parser.add_argument("--images-per-batch", type=int, default=16)
     parser.add_argument("--memory-trace", action="store_true", help="peak memory per phase of one batch of (c)")
     parser.add_argument("--profile", action="store_true", help="print a CUDA-time profile of (c) and (d) on 2 batches")
     args = parser.parse_args(argv)
@@ -210,8 +253,15 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     model = shaped_random_model(device, dtype, args.yes_logit, args.no_logit, args.embed_scale)
     print(f"device {torch.cuda.get_device_name(0)}, weights {torch.cuda.memory_allocated() / 2**30:.1f} GiB", flush=True)
-    prompts = pope_like_prompts(args.num_questions)
-    pixels = torch.randn(args.num_questions, 3, 336, 336, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    if args.pope_dir:
+        tokenizer, pope_questions, prompts, image_pixels = pope_structure(args.pope_dir, args.tokenizer_dir,
+                                                                          args.pope_images)
+        args.num_questions = len(prompts)
+        pixels = torch.stack([image_pixels[q["image"]] for q in pope_questions]).to(dtype)  # host; moved per batch
+        print(f"POPE structure: {len(prompts)} questions over {len(image_pixels)} images", flush=True)
+    else:
+        prompts = pope_like_prompts(args.num_questions)
+        pixels = torch.randn(args.num_questions, 3, 336, 336, generator=torch.Generator().manual_seed(1)).to(dtype)
     settings = SamplingSettings(num_samples=args.num_samples, temperature=1.0, max_new_tokens=args.max_new_tokens)
     n = args.num_questions
     warm = min(args.batch_size, n)
@@ -219,6 +269,10 @@ def main(argv=None):
     # Warm-up: kernels, allocator, cuBLAS handles.
     run_prefill_only(model, prompts[:warm], pixels[:warm], args.batch_size)
     run_ours(model, prompts[:warm], pixels[:warm], settings, args.batch_size, {"distinct": [], "top_prob": [], "answer_tokens": []})
+    if args.pope_dir and "e" in args.methods.split(","):
+        first = pope_questions[0]["image"]
+        run_shared(model, tokenizer, [q for q in pope_questions if q["image"] == first], image_pixels, settings,
+                   args.shared_batch_size, args.images_per_batch, {"distinct": []})
 
     print(f"attention: text {model.config.text_config._attn_implementation}, "
           f"vision {model.config.vision_config._attn_implementation}", flush=True)
@@ -229,6 +283,11 @@ def main(argv=None):
 
     results, stats = {}, {"distinct": [], "top_prob": [], "answer_tokens": []}
     methods = args.methods.split(",")
+    if "e" in methods:
+        shared_stats = {"distinct": []}
+        measure("(e) ours, prefix shared", lambda: run_shared(model, tokenizer, pope_questions, image_pixels, settings,
+                                                             args.shared_batch_size, args.images_per_batch,
+                                                             shared_stats), n, device, results)
     if "d" in methods:
         measure("(d) prefill-only bound", lambda: run_prefill_only(model, prompts, pixels, args.batch_size), n, device, results)
     if "c" in methods:
@@ -248,8 +307,10 @@ def main(argv=None):
         "mean_greedy_answer_tokens": sum(stats["answer_tokens"]) / max(len(stats["answer_tokens"]), 1),
     }
     qps = {k: v["questions_per_s"] for k, v in results.items()}
+    if "(e) ours, prefix shared" in qps and "(d) prefill-only bound" in qps:
+        summary["shared / (d) prefill-only bound"] = qps["(e) ours, prefix shared"] / qps["(d) prefill-only bound"]
     if "(c) ours" in qps:
-        for other in ("(d) prefill-only bound", "(a) usual loop", "(b) batched generate"):
+        for other in ("(d) prefill-only bound", "(a) usual loop", "(b) batched generate", "(e) ours, prefix shared"):
             if other in qps:
                 summary[f"ours / {other}"] = qps["(c) ours"] / qps[other]
     print(json.dumps(summary, indent=2))
