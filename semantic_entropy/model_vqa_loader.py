@@ -19,7 +19,6 @@ given without `--sampling-temperature` sets the samples' temperature instead. Re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 
@@ -31,6 +30,8 @@ from llava.eval.vqa_data import QuestionDataset, batches, get_chunk, load_questi
 from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
 from llava.mm_utils import get_model_name_from_path
 from llava.utils import short_uuid, write_manifest
+from llava.model.builder import resolve_device
+from semantic_entropy import distributed
 from semantic_entropy.answer_tokens import yes_no_token_ids
 from semantic_entropy.prefix_groups import Group, group_batches, group_questions, plan_batches
 from semantic_entropy.sampler import Answer, SamplingSettings, sample_batch, sample_shared_prefix
@@ -208,19 +209,6 @@ def split_groups_in_halves(groups, pixel_values):
             for a, b in ((0, cut), (cut, len(group.questions)))]
 
 
-def reorder_to_question_order(path: str, order: dict) -> None:
-    """Rewrite a finished JSON-lines file in question-file order (atomically), if it is not already."""
-    records = [record for _, record in iter_jsonl(path)]
-    ranks = [order.get(r["question_id"], len(order)) for r in records]
-    if ranks == sorted(ranks):
-        return
-    ordered = [r for _, r in sorted(zip(ranks, records), key=lambda pair: pair[0])]
-    tmp = path + ".reorder.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
-    os.replace(tmp, path)
-
-
 def write_pkl_mirror(generations_file: str) -> str:
     """A pickle of the generations with numpy arrays, for users who want arrays (we only write it)."""
     import numpy as np
@@ -242,36 +230,57 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.num_beams != 1:
         raise NotImplementedError("beam search is not supported")
+    info = distributed.setup(resolve_device(args.device))
+    args.device = info.device
+    try:
+        run(args, info)
+    finally:
+        distributed.teardown(info)
+
+
+def run(args, info: distributed.RankInfo) -> None:
     settings = SamplingSettings(args.num_samples, resolve_sampling_temperature(args), args.top_k, args.top_p,
                                 args.max_new_tokens)
     answers_file, generations_file = os.path.expanduser(args.answers_file), generations_path(args)
     tokenizer, model, image_processor, _ = load_model_from_args(args)
     yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
-    write_manifest(generations_file + ".manifest.json", vars(args), model_path=os.path.abspath(args.model_path),
-                   sampling=vars(settings), yes_token_ids=yes_ids, no_token_ids=no_ids)
-
     questions = get_chunk(load_questions(os.path.expanduser(args.question_file)), args.num_chunks, args.chunk_idx)
-    generated = completed_ids(generations_file)
-    answered = backfill_answers(generations_file, answers_file, completed_ids(answers_file))
+    order = {q["question_id"]: rank for rank, q in enumerate(questions)}
+    if info.is_main:
+        write_manifest(generations_file + ".manifest.json", vars(args), model_path=os.path.abspath(args.model_path),
+                       sampling=vars(settings), yes_token_ids=yes_ids, no_token_ids=no_ids,
+                       world_size=info.world_size)
+        for path in (generations_file, answers_file):  # parts a crashed multi-process run left behind
+            completed_ids(path)  # cuts a line a crash left half-written
+            if distributed.leftover_parts(path):
+                distributed.merge_parts_into(path, distributed.leftover_parts(path), order)
+        backfill_answers(generations_file, answers_file, completed_ids(answers_file))
+    distributed.barrier(info)
+    generated, answered = completed_ids(generations_file), completed_ids(answers_file)
     pending = [q for q in questions if q["question_id"] not in generated]
-    if len(pending) < len(questions):
+    if len(pending) < len(questions) and info.is_main:
         print(f"resuming: {len(questions) - len(pending)} of {len(questions)} questions already done")
 
     num_workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
     batch_size = resolve_batch_size(args)
     model_id = get_model_name_from_path(args.model_path)
     if args.prefix_sharing:
-        planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), batch_size, args.images_per_batch)
+        groups = distributed.shard(group_questions(pending, tokenizer, args.conv_mode), info)
+        planned = plan_batches(groups, batch_size, args.images_per_batch)
         loader = group_batches(planned, args.image_folder, image_processor, model.config, num_workers)
+        count = sum(len(g.questions) for g in groups)
         compute = lambda b: run_group_batch(model, b["groups"], b["pixel_values"], settings, args.seed,  # noqa: E731
                                             tokenizer.eos_token_id)
     else:
-        dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
+        mine = distributed.shard(pending, info)
+        dataset = QuestionDataset(mine, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
         loader = batches(dataset, batch_size, num_workers)
+        count = len(mine)
         compute = lambda b: run_batch(model, b, settings, args.seed, tokenizer.eos_token_id)  # noqa: E731
     distinct = 0
-    with JsonlAppender(generations_file) as gen_out, JsonlAppender(answers_file) as ans_out, \
-            tqdm(total=len(pending), unit="q") as bar:
+    gen_path, ans_path = distributed.part_path(generations_file, info), distributed.part_path(answers_file, info)
+    with JsonlAppender(gen_path) as gen_out, JsonlAppender(ans_path) as ans_out, \
+            tqdm(total=count, unit="q", desc=f"rank {info.rank}" if info.world_size > 1 else None) as bar:
         for batch in loader:
             batch_questions, results = compute(batch)
             for question, result in zip(batch_questions, results):
@@ -282,12 +291,14 @@ def main(argv=None) -> None:
                 distinct += result.distinct_answers
             bar.update(len(batch_questions))
             bar.set_postfix(distinct_answers=f"{distinct / max(bar.n, 1):.2f}")
-    # Batches follow images, not the file: put the finished files back in question order.
-    order = {q["question_id"]: rank for rank, q in enumerate(questions)}
-    for path in (generations_file, answers_file):
-        reorder_to_question_order(path, order)
-    if args.save_pkl:
-        print(f"wrote {write_pkl_mirror(generations_file)}")
+    distributed.barrier(info)
+    if info.is_main:
+        # Batches follow images and ranks, not the file: put the finished files in question order.
+        for path in (generations_file, answers_file):
+            distributed.merge_parts_into(path, distributed.leftover_parts(path), order)
+        if args.save_pkl:
+            print(f"wrote {write_pkl_mirror(generations_file)}")
+    distributed.barrier(info)
 
 
 if __name__ == "__main__":

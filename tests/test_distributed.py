@@ -1,0 +1,91 @@
+"""Stage 1 over torchrun (2 gloo ranks on the CPU) and the chunk merge: same files as one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llava.jsonl_io import JsonlError, read_jsonl
+from semantic_entropy import model_vqa_loader as stage1
+from semantic_entropy.merge import merge_chunks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _args(tiny, out, *extra):
+    return ["--model-path", str(tiny.original), "--question-file", str(tiny.question_file),
+            "--image-folder", str(tiny.images), "--answers-file", str(out / "answers.jsonl"), "--temperature", "0",
+            "--conv-mode", "vicuna_v1", "--device", "cpu", "--max_new_tokens", "4", "--num-samples", "4", *extra]
+
+
+def _torchrun(tiny, out, *extra):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "semantic_entropy.model_vqa_loader", *_args(tiny, out, *extra)]
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _same(a, b):
+    assert [g["question_id"] for g in a] == [g["question_id"] for g in b]
+    for ga, gb in zip(a, b):
+        for x, y in zip([ga["greedy"], *ga["samples"]], [gb["greedy"], *gb["samples"]]):
+            assert (x["text"], x["token_ids"]) == (y["text"], y["token_ids"])
+            np.testing.assert_allclose(x["token_logprobs"], y["token_logprobs"], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-prefix-sharing", "--batch-size", "2"]])
+def test_two_ranks_write_the_files_of_one_process(tiny_checkpoints, tmp_path, mode):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    stage1.main(_args(tiny_checkpoints, one, *mode))
+    _torchrun(tiny_checkpoints, two, *mode)
+    _same(read_jsonl(str(one / "answers.generations.jsonl")), read_jsonl(str(two / "answers.generations.jsonl")))
+    answers_one, answers_two = read_jsonl(str(one / "answers.jsonl")), read_jsonl(str(two / "answers.jsonl"))
+    assert [(a["question_id"], a["text"]) for a in answers_one] == [(a["question_id"], a["text"]) for a in answers_two]
+    assert not [name for name in os.listdir(two) if name.endswith(".part")]  # parts merged and removed
+
+
+def test_resumed_run_merges_leftover_parts_and_finishes_the_rest(tiny_checkpoints, tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    stage1.main(_args(tiny_checkpoints, full))
+    records = read_jsonl(str(full / "answers.generations.jsonl"))
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    # A two-rank run died: rank 1 had written one record and half of another; rank 0 nothing.
+    part = crashed / "answers.generations.jsonl.rank1-of2.part"
+    part.write_text(json.dumps(records[1]) + "\n" + json.dumps(records[3])[:40])
+    stage1.main(_args(tiny_checkpoints, crashed))
+    _same(records, read_jsonl(str(crashed / "answers.generations.jsonl")))
+    assert sorted(a["question_id"] for a in read_jsonl(str(crashed / "answers.jsonl"))) == [r["question_id"] for r in records]
+    assert not part.exists()
+
+
+def test_merge_joins_chunks_in_order_and_refuses_gaps_and_duplicates(tiny_checkpoints, tmp_path):
+    chunks = []
+    for k in range(2):
+        out = tmp_path / f"c{k}"
+        out.mkdir()
+        stage1.main(_args(tiny_checkpoints, out, "--num-chunks", "2", "--chunk-idx", str(k)))
+        chunks.append(str(out / "answers.jsonl"))
+    merged = tmp_path / "merged.jsonl"
+    assert merge_chunks(str(tiny_checkpoints.question_file), chunks[::-1], str(merged)) == 5
+    assert [r["question_id"] for r in read_jsonl(str(merged))] == [100, 101, 102, 103, 104]
+    with pytest.raises(JsonlError, match=r"2 question ids have no record.*\[103, 104\]"):
+        merge_chunks(str(tiny_checkpoints.question_file), chunks[:1], str(tmp_path / "gap.jsonl"))
+    with pytest.raises(JsonlError, match="duplicate question_id 100"):
+        merge_chunks(str(tiny_checkpoints.question_file), [chunks[0], chunks[0]], str(tmp_path / "dup.jsonl"))
+    merge_chunks(str(tiny_checkpoints.question_file), chunks[:1], str(tmp_path / "partial.jsonl"), allow_partial=True)
+    assert len(read_jsonl(str(tmp_path / "partial.jsonl"))) == 3
