@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import time
 
 import torch
 from tqdm import tqdm
@@ -278,6 +279,8 @@ def run(args, info: distributed.RankInfo) -> None:
         count = len(mine)
         compute = lambda b: run_batch(model, b, settings, args.seed, tokenizer.eos_token_id)  # noqa: E731
     distinct = 0
+    distributed.barrier(info)
+    started = time.perf_counter()
     gen_path, ans_path = distributed.part_path(generations_file, info), distributed.part_path(answers_file, info)
     with JsonlAppender(gen_path) as gen_out, JsonlAppender(ans_path) as ans_out, \
             tqdm(total=count, unit="q", desc=f"rank {info.rank}" if info.world_size > 1 else None) as bar:
@@ -292,6 +295,10 @@ def run(args, info: distributed.RankInfo) -> None:
             bar.update(len(batch_questions))
             bar.set_postfix(distinct_answers=f"{distinct / max(bar.n, 1):.2f}")
     distributed.barrier(info)
+    if info.is_main and pending:
+        elapsed = time.perf_counter() - started
+        print(f"stage 1: {len(pending)} questions in {elapsed:.1f} s ({len(pending) / elapsed:.1f} questions/s) "
+              f"on {info.world_size} process(es)")
     if info.is_main:
         # Batches follow images and ranks, not the file: put the finished files in question order.
         for path in (generations_file, answers_file):
