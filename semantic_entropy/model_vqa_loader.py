@@ -265,17 +265,20 @@ def run(args, info: distributed.RankInfo) -> None:
     num_workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
     batch_size = resolve_batch_size(args)
     model_id = get_model_name_from_path(args.model_path)
+    # Batches are planned over all pending work, then dealt to the ranks: every question meets the
+    # same batch (same padding, same kernels) however many processes run, so outputs match one process.
     if args.prefix_sharing:
-        groups = distributed.shard(group_questions(pending, tokenizer, args.conv_mode), info)
-        planned = plan_batches(groups, batch_size, args.images_per_batch)
+        planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), batch_size, args.images_per_batch)
+        planned = distributed.shard(planned, info)
         loader = group_batches(planned, args.image_folder, image_processor, model.config, num_workers)
-        count = sum(len(g.questions) for g in groups)
+        count = sum(len(g.questions) for batch in planned for g in batch)
         compute = lambda b: run_group_batch(model, b["groups"], b["pixel_values"], settings, args.seed,  # noqa: E731
                                             tokenizer.eos_token_id)
     else:
-        mine = distributed.shard(pending, info)
+        planned = distributed.shard([pending[i : i + batch_size] for i in range(0, len(pending), batch_size)], info)
+        mine = [q for batch in planned for q in batch]
         dataset = QuestionDataset(mine, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
-        loader = batches(dataset, batch_size, num_workers)
+        loader = batches(dataset, batch_size, num_workers)  # only the globally last batch can be short
         count = len(mine)
         compute = lambda b: run_batch(model, b, settings, args.seed, tokenizer.eos_token_id)  # noqa: E731
     distinct = 0
