@@ -34,7 +34,7 @@ from tqdm import tqdm
 from llava.jsonl_io import JsonlAppender, JsonlError, completed_ids, write_json_atomic
 from semantic_entropy.generations_io import count_questions, detect_shape, iter_generations
 from semantic_entropy.judges import build_judge, resolve_device
-from semantic_entropy.registry import MEASURES_BY_NAME, select_measures
+from semantic_entropy.registry import MEASURES_BY_NAME, is_polygraph_name, select_measures
 from semantic_entropy.scoring import ScoringSettings, score_question
 
 # Settings that change the output; a resumed run must match them.
@@ -55,8 +55,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                             help="equivalent = no contradiction either way and not neutral both ways")
     parser.add_argument("--question-prefix", action=argparse.BooleanOptionalAction, default=True,
                         help="NLI judge sees question + ' ' + answer (default) or the bare answer")
-    parser.add_argument("--measures", nargs="+", default=None, metavar="NAME", choices=list(MEASURES_BY_NAME),
-                        help=f"measures to compute (default: all): {', '.join(MEASURES_BY_NAME)}")
+    parser.add_argument("--measures", nargs="+", default=None, metavar="NAME", type=measure_name,
+                        help=f"measures to compute (default: all): {', '.join(MEASURES_BY_NAME)}; and "
+                             "LM-Polygraph's estimators as polygraph:CLASS[:key=value,...] (extra `polygraph`)")
     parser.add_argument("--device", default="auto", help="device of the judge model: auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=32, help="answer pairs per judge forward pass")
     parser.add_argument("--judge-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
@@ -68,6 +69,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.judge_chat_template and args.judge != "llm":
         parser.error("--judge-chat-template is for --judge llm")
     return args
+
+
+def measure_name(name: str) -> str:
+    """argparse type of --measures: a registry name or a polygraph:NAME (checked when built)."""
+    if name in MEASURES_BY_NAME or is_polygraph_name(name):
+        return name
+    raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {', '.join(MEASURES_BY_NAME)}, "
+                                     "polygraph:NAME)")
 
 
 def resolved_settings(args: argparse.Namespace) -> dict:
@@ -95,7 +104,7 @@ def _sha256(path: str) -> str:
 
 def _versions() -> dict:
     versions = {"python": platform.python_version()}
-    for package in ("numpy", "torch", "transformers", "tokenizers", "llava-uncertainty"):
+    for package in ("numpy", "torch", "transformers", "tokenizers", "llava-uncertainty", "lm-polygraph"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -132,7 +141,6 @@ def check_resume_settings(output_file: str, settings: dict) -> None:
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict:
     """Score every question not yet in the output; returns the final manifest."""
     settings = resolved_settings(args)
-    measures = select_measures(args.measures)
     done = completed_ids(args.output_file)
     if done:
         check_resume_settings(args.output_file, settings)
@@ -141,6 +149,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict:
         device=settings["device"] or "cpu", batch_size=args.batch_size, dtype=args.judge_dtype,
         use_chat_template=args.judge_chat_template,
     )
+    measures = select_measures(args.measures, judge=judge)  # polygraph:NAME measures read the judge
     scoring = ScoringSettings(judge=judge, measures=tuple(measures), strict=args.strict)
     total = count_questions(args.generations_file)
     manifest = {

@@ -132,19 +132,23 @@ MEASURES: tuple[Measure, ...] = (
 MEASURES_BY_NAME = {measure.name: measure for measure in MEASURES}
 
 
-def select_measures(names: Sequence[str] | None) -> list[Measure]:
+def select_measures(names: Sequence[str] | None, judge=None) -> list[Measure]:
     """The measures named (all when None), in registry order; an unknown name is an error.
+
+    `polygraph:NAME` names follow ours, in the order given (see `polygraph_measures`); `judge`
+    gives them their semantic statistics.
 
     >>> [x.name for x in select_measures(["naive_entropy", "semantic_entropy"])]
     ['semantic_entropy', 'naive_entropy']
     """
     if names is None:
         return list(MEASURES)
-    unknown = [name for name in names if name not in MEASURES_BY_NAME]
+    unknown = [name for name in names if name not in MEASURES_BY_NAME and not is_polygraph_name(name)]
     if unknown:
-        raise ValueError(f"unknown measure(s) {unknown}; known: {list(MEASURES_BY_NAME)}")
+        raise ValueError(f"unknown measure(s) {unknown}; known: {list(MEASURES_BY_NAME)} and polygraph:NAME")
     wanted = set(names)
-    return [measure for measure in MEASURES if measure.name in wanted]
+    ours = [measure for measure in MEASURES if measure.name in wanted]
+    return ours + polygraph_measures([name for name in dict.fromkeys(names) if is_polygraph_name(name)], judge)
 
 
 def score_name(measure: Measure, judge_name: str, strict: bool, question_prefix: bool | None) -> str:
@@ -172,3 +176,28 @@ def score_name(measure: Measure, judge_name: str, strict: bool, question_prefix:
 
 def missing_fields(measure: Measure, available: frozenset[str]) -> list[str]:
     return sorted(measure.needs - available)
+
+
+# --------------------------------------------------------------------------------------------
+# Hook for LM-Polygraph's estimators (optional extra `polygraph`; see semantic_entropy.polygraph_measures)
+
+POLYGRAPH_PREFIX = "polygraph:"
+
+
+def is_polygraph_name(name: str) -> bool:
+    """Whether a measure name asks for an LM-Polygraph estimator.
+
+    >>> is_polygraph_name("polygraph:SemanticEntropy"), is_polygraph_name("semantic_entropy")
+    (True, False)
+    """
+    return name.startswith(POLYGRAPH_PREFIX)
+
+
+def polygraph_measures(names: Sequence[str], judge=None) -> list[Measure]:
+    """LM-Polygraph estimators as measures; lm_polygraph is imported only when names are given."""
+    if not names:
+        return []
+    from semantic_entropy.polygraph_measures import polygraph_measure  # imports registry: import here
+
+    measures = [polygraph_measure(name, judge) for name in names]
+    return list({measure.name: measure for measure in reversed(measures)}.values())[::-1]  # first of each name
