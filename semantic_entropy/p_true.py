@@ -1,0 +1,101 @@
+"""p(True) with the image: LLaVA asked whether its own greedy answer is true.
+
+python -m semantic_entropy.p_true --model-path M --image-folder I --generations-file G --output-file G2
+
+Reads stage 1's generations, asks the model (image included, same conv template)
+
+    Question: {question}
+    Proposed answer: {greedy answer}
+    Is the proposed answer true? Answer the question using a single word or phrase.
+
+and writes each record again with `p_true` = P(yes) / (P(yes) + P(no)) of the first answer
+token (yes/no variants from the vocabulary). Stage 2 then scores `p_true` (as 1 - p_true).
+Each image's prompt prefix is computed once for all its questions, as in stage 1. Resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+from tqdm import tqdm
+
+from llava.constants import POPE_ANSWER_SUFFIX
+from llava.eval.model_vqa_loader import add_model_args, load_model_from_args
+from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
+from llava.utils import write_manifest
+from semantic_entropy.answer_tokens import yes_no_token_ids
+from semantic_entropy.distributed import write_in_order
+from semantic_entropy.prefix_groups import group_batches, group_questions, plan_batches
+from semantic_entropy.sampler import SamplingSettings, sample_shared_prefix
+
+P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?" + POPE_ANSWER_SUFFIX
+
+
+def p_true_question(prompt: str, answer: str) -> str:
+    """The p(True) question for a stage-1 prompt and its greedy answer.
+
+    >>> p_true_question("Is there a dog in the image?" + POPE_ANSWER_SUFFIX, "No")
+    'Question: Is there a dog in the image?\\nProposed answer: No\\nIs the proposed answer true?\\nAnswer the question using a single word or phrase.'
+    """
+    question = prompt[: -len(POPE_ANSWER_SUFFIX)] if prompt.endswith(POPE_ANSWER_SUFFIX) else prompt
+    return P_TRUE_TEMPLATE.format(question=question, answer=answer)
+
+
+def true_probability(yes_mass: float, no_mass: float) -> float:
+    """P(yes) renormalised over yes and no; 0.5 when the model puts no mass on either.
+
+    >>> true_probability(0.3, 0.1)
+    0.75
+    """
+    total = yes_mass + no_mass
+    return yes_mass / total if total > 0 else 0.5
+
+
+@torch.inference_mode()
+def p_true_of_batch(model, groups, pixel_values, yes_ids, no_ids, eos_token_id) -> list[float]:
+    features = model.encode_images(pixel_values)
+    embeds, mask, positions = model.embed_multimodal([torch.tensor(g.prefix_ids) for g in groups], features)
+    suffixes = [(row, ids) for row, g in enumerate(groups) for ids in g.suffix_ids]
+    settings = SamplingSettings(num_samples=0, max_new_tokens=1)  # the first token's distribution only
+    generators = [torch.Generator() for _ in suffixes]
+    results = sample_shared_prefix(model, embeds, mask, positions, suffixes, generators, settings, eos_token_id)
+    return [true_probability(float(r.first_token_probs[yes_ids].sum()), float(r.first_token_probs[no_ids].sum()))
+            for r in results]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--image-folder", required=True)
+    parser.add_argument("--generations-file", required=True)
+    parser.add_argument("--output-file", required=True, help="the generations with p_true added")
+    parser.add_argument("--conv-mode", default="vicuna_v1")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--images-per-batch", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    tokenizer, model, image_processor, _ = load_model_from_args(args)
+    yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
+    write_manifest(args.output_file + ".manifest.json", vars(args), template=P_TRUE_TEMPLATE)
+    done = completed_ids(args.output_file)
+    records = {r["question_id"]: r for _, r in iter_jsonl(args.generations_file) if r["question_id"] not in done}
+    # The p(True) prompts as pseudo-questions: same image, the new text.
+    asks = [{"question_id": qid, "image": r["image"], "text": p_true_question(r["prompt"], r["greedy"]["text"])}
+            for qid, r in records.items()]
+    planned = plan_batches(group_questions(asks, tokenizer, args.conv_mode), args.batch_size, args.images_per_batch)
+    with JsonlAppender(args.output_file) as out, tqdm(total=len(asks), unit="q", desc="p(True)") as bar:
+        for batch in group_batches(planned, args.image_folder, image_processor, model.config, 0):
+            values = p_true_of_batch(model, batch["groups"], batch["pixel_values"], yes_ids, no_ids,
+                                     tokenizer.eos_token_id)
+            for question, value in zip([q for g in batch["groups"] for q in g.questions], values):
+                out.write({**records[question["question_id"]], "p_true": value})
+            bar.update(len(values))
+    order = {qid: rank for rank, qid in enumerate(r["question_id"] for _, r in iter_jsonl(args.generations_file))}
+    write_in_order(args.output_file, [r for _, r in iter_jsonl(args.output_file)], order)
+    print(f"wrote {os.path.abspath(args.output_file)}")
+
+
+if __name__ == "__main__":
+    main()
