@@ -6,6 +6,8 @@
         "greedy": ANSWER, "samples": [ANSWER, ...],
         "first_token": {"yes_mass": 0.81, "no_mass": 0.17},      (optional)
         "p_true": 0.93,                                          (optional, a later pass)
+        "image_variants": {"mean": {"yes_mass": 0.02, "no_mass": 0.95}, ...},  (optional,
+             stage 1 --image-variants: the first-token yes/no mass with each degraded image)
         "sampling": {...}, "model_id": "..."}
 
    ANSWER = {"text": str, "token_ids": [int], "token_logprobs": [float],
@@ -41,6 +43,16 @@ GREEDY_TOKEN_LOGPROBS = "greedy_token_logprobs"
 GREEDY_TOKEN_ENTROPIES = "greedy_token_entropies"
 FIRST_TOKEN_YES_NO_MASS = "first_token_yes_no_mass"
 P_TRUE = "p_true"
+IMAGE_VARIANT_PREFIX = "image_variant_yes_no_mass:"  # + variant name, e.g. "image_variant_yes_no_mass:mean"
+
+
+def image_variant_field(variant: str) -> str:
+    """The measure input naming one image variant's first-token yes/no mass.
+
+    >>> image_variant_field("blur")
+    'image_variant_yes_no_mass:blur'
+    """
+    return IMAGE_VARIANT_PREFIX + variant
 
 GENERATIONS_SHAPE = "generations_jsonl"
 NOTES_SHAPE = "notes_json"
@@ -70,6 +82,7 @@ class QuestionGenerations:
     samples: tuple[Answer, ...]
     yes_no_mass: tuple[float, float] | None = None  # (yes_mass, no_mass) of the first token
     p_true: float | None = None
+    image_variant_masses: dict | None = None  # variant -> (yes_mass, no_mass) with that degraded image
     source: str = "?"  # "file:line" or "file[key]", for messages
 
     @property
@@ -94,6 +107,8 @@ class QuestionGenerations:
             fields.add(FIRST_TOKEN_YES_NO_MASS)
         if self.p_true is not None:
             fields.add(P_TRUE)
+        for variant in self.image_variant_masses or {}:
+            fields.add(image_variant_field(variant))
         return frozenset(fields)
 
     def where(self) -> str:
@@ -183,22 +198,31 @@ def _failer(source: str, question_id):
     return fail
 
 
-def _parse_yes_no_mass(raw, fail) -> tuple[float, float] | None:
+def _parse_yes_no_mass(raw, fail, what: str = "first_token") -> tuple[float, float] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        fail("first_token must be an object with yes_mass and no_mass")
+        fail(f"{what} must be an object with yes_mass and no_mass")
     masses = []
     for key in ("yes_mass", "no_mass"):
         if key not in raw:
-            fail(f"first_token is missing field {key!r}")
+            fail(f"{what} is missing field {key!r}")
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            fail(f"first_token.{key} is not a finite number: {value!r}")
+            fail(f"{what}.{key} is not a finite number: {value!r}")
         if not 0.0 <= value <= 1.0 + 1e-6:
-            fail(f"first_token.{key} = {value} is not a probability")
+            fail(f"{what}.{key} = {value} is not a probability")
         masses.append(float(value))
     return masses[0], masses[1]
+
+
+def _parse_image_variants(raw, fail) -> dict | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        fail("image_variants must be an object mapping variant name to its first-token yes/no mass")
+    return {str(variant): _parse_yes_no_mass(summary, fail, f"image_variants.{variant}")
+            for variant, summary in raw.items() if summary is not None}
 
 
 def _parse_p_true(raw, fail) -> float | None:
@@ -236,6 +260,7 @@ def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
         samples=samples,
         yes_no_mass=_parse_yes_no_mass(raw.get("first_token"), fail),
         p_true=_parse_p_true(raw.get("p_true"), fail),
+        image_variant_masses=_parse_image_variants(raw.get("image_variants"), fail),
         source=source,
     )
 

@@ -398,3 +398,134 @@ def p_true_uncertainty(p_true: float) -> float:
     if not 0.0 <= p_true <= 1.0:
         raise ValueError(f"p_true must be a probability, got {p_true}")
     return 1.0 - p_true
+
+
+# --------------------------------------------------------------------------------------------
+# Vision-aware scores (issue 8): the yes/no cluster distribution with the real image against
+# the same with a degraded image (stage 1 --image-variants). For a yes/no question the meaning
+# clusters are "yes" and "no", so the exact cluster distribution is the first token's yes/no
+# mass renormalised; no sampling is needed. Inputs are (yes_mass, no_mass) pairs.
+
+LOG_ODDS_CLIP = 1e-12  # probabilities are clipped to [1e-12, 1 - 1e-12] before taking log-odds
+
+
+def yes_probability(yes_mass: float, no_mass: float) -> float:
+    """p(yes) of the yes/no cluster distribution: yes / (yes + no).
+
+    >>> round(yes_probability(0.6, 0.2), 12)
+    0.75
+    """
+    if not (yes_mass >= 0 and no_mass >= 0) or yes_mass + no_mass <= 0:
+        raise ValueError(f"yes/no mass must be non-negative with a positive sum, got yes={yes_mass} no={no_mass}")
+    return yes_mass / (yes_mass + no_mass)
+
+
+def binary_entropy(p: float) -> float:
+    """-p ln p - (1 - p) ln(1 - p), 0 at p = 0 or 1.
+
+    >>> round(binary_entropy(0.5), 6), binary_entropy(1.0)
+    (0.693147, 0.0)
+    """
+    entropy = -sum(x * math.log(x) for x in (p, 1.0 - p) if x > 0)
+    return entropy if entropy > 0 else 0.0
+
+
+def binary_js_divergence(p: float, q: float) -> float:
+    """Jensen-Shannon divergence (nats) of the two-point distributions (p, 1-p) and (q, 1-q).
+
+    JS = H(m) - (H(p) + H(q)) / 2 with m = (p + q) / 2; 0 when p = q, at most ln 2.
+
+    Worked example: p = .9, q = .1: m = .5, H(m) = ln 2 = .693147, H(.9) = H(.1) = .325083,
+    JS = .693147 - .325083 = .368064.
+
+    >>> round(binary_js_divergence(0.9, 0.1), 6), binary_js_divergence(0.3, 0.3)
+    (0.368064, 0.0)
+    >>> round(binary_js_divergence(1.0, 0.0), 6)  # total flip of a certain answer: ln 2
+    0.693147
+    """
+    divergence = binary_entropy((p + q) / 2) - (binary_entropy(p) + binary_entropy(q)) / 2
+    return max(divergence, 0.0)
+
+
+def visual_contrast(real_mass: tuple[float, float], degraded_mass: tuple[float, float]) -> float:
+    """Visual-contrastive semantic score: H(p) + ln 2 - JS(p, q).
+
+    p = yes/no cluster distribution with the real image, q = with the degraded image. The
+    image-dependence d = JS(p, q) is in [0, ln 2]; the score is H(p) + lambda (1 - d / ln 2)
+    with lambda = ln 2, so both terms share the range [0, ln 2] and carry equal weight (a
+    training-free choice). An answer that the degraded image leaves unchanged (d = 0: it did not
+    need the image) scores ln 2 above one that flips (d = ln 2). Range [0, 2 ln 2].
+
+    Worked example, p = (.9, .1): unchanged q = (.9, .1): .325083 + .693147 - 0 = 1.018230;
+    flipped q = (.1, .9): .325083 + .693147 - .368064 = .650166.
+
+    >>> round(visual_contrast((0.9, 0.1), (0.9, 0.1)), 6), round(visual_contrast((0.9, 0.1), (0.1, 0.9)), 6)
+    (1.01823, 0.650166)
+    """
+    p, q = yes_probability(*real_mass), yes_probability(*degraded_mass)
+    return binary_entropy(p) + math.log(2) - binary_js_divergence(p, q)
+
+
+def image_independence(real_mass: tuple[float, float], degraded_mass: tuple[float, float]) -> float:
+    """1 - JS(p, q) / ln 2: how little the degraded image changes the yes/no distribution.
+
+    The image-dependence term of `visual_contrast` alone (its ablation without H(p)).
+
+    >>> image_independence((0.9, 0.1), (0.9, 0.1)), round(image_independence((0.9, 0.1), (0.1, 0.9)), 6)
+    (1.0, 0.468996)
+    """
+    p, q = yes_probability(*real_mass), yes_probability(*degraded_mass)
+    return 1.0 - binary_js_divergence(p, q) / math.log(2)
+
+
+def perturbation_yes_no_entropy(masses: Sequence[tuple[float, float]]) -> float:
+    """Image-perturbation semantic entropy: entropy of the mixture of the yes/no cluster
+    distributions over several images (the real one and mild perturbations), equal weights.
+
+    High when the model is unsure on any image, or sure but flipping between them.
+
+    Worked example: p(yes) = .9 (real), .5 (blur), .7 (noise): mixture .7, H(.7) = .610864.
+
+    >>> round(perturbation_yes_no_entropy([(0.9, 0.1), (0.5, 0.5), (0.7, 0.3)]), 6)
+    0.610864
+    >>> round(perturbation_yes_no_entropy([(0.99, 0.0), (0.0, 0.5)]), 6)  # sure, but flips: ln 2
+    0.693147
+    """
+    if len(masses) == 0:
+        raise ValueError("need at least one image's yes/no mass")
+    mixture = math.fsum(yes_probability(*mass) for mass in masses) / len(masses)
+    return binary_entropy(mixture)
+
+
+def log_odds(p: float) -> float:
+    """ln(p / (1 - p)) with p clipped to [LOG_ODDS_CLIP, 1 - LOG_ODDS_CLIP].
+
+    >>> round(log_odds(0.9), 6), log_odds(0.5)
+    (2.197225, 0.0)
+    """
+    p = min(max(p, LOG_ODDS_CLIP), 1.0 - LOG_ODDS_CLIP)
+    return math.log(p) - math.log1p(-p)
+
+
+def contrastive_yes_no_entropy(real_mass: tuple[float, float], degraded_mass: tuple[float, float],
+                               alpha: float = 1.0) -> float:
+    """Entropy of the visual-contrastive (VCD-style) yes/no distribution.
+
+    Visual contrastive decoding (Leng et al. 2024) answers from p^(1+alpha) / q^alpha: the
+    evidence the image adds over the degraded image. For yes/no this is one log-odds:
+    c = (1 + alpha) logit(p) - alpha logit(q), and the score is H(sigmoid(c)). An answer the
+    image supports (q leans the other way) becomes surer (low score); an answer the degraded
+    image gives as strongly (the language prior) keeps H(p); one the image weakens (q surer
+    than p of the same answer) is pushed toward the other answer (high score).
+
+    Worked example, alpha = 1, p = .9 (logit 2.197225): unchanged q = .9 gives c = 2.197225 and
+    H(.9) = .325083; flipped q = .1 gives c = 3 * 2.197225 = 6.591674, sigmoid = .998630,
+    H = .010400; q = .99 (prior surer than the image): c = 4.394449 - 4.595120 = -.200671,
+    sigmoid = .450000, H = .688139.
+
+    >>> [round(contrastive_yes_no_entropy((0.9, 0.1), (q, 1 - q)), 6) for q in (0.9, 0.1, 0.99)]
+    [0.325083, 0.0104, 0.688139]
+    """
+    p, q = yes_probability(*real_mass), yes_probability(*degraded_mass)
+    contrast = (1.0 + alpha) * log_odds(p) - alpha * log_odds(q)
+    return binary_entropy(1.0 / (1.0 + math.exp(-contrast)) if contrast > -700 else 0.0)

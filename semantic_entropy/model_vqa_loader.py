@@ -3,12 +3,18 @@
 python -m semantic_entropy.model_vqa_loader --model-path M --question-file Q --image-folder I \
     --answers-file A --generations-file G --temperature 0 --conv-mode vicuna_v1 \
     [--num-samples 10 --sampling-temperature 1.0 --top_k K --top_p P --seed 0 --batch-size 16]
+    [--image-variants mean,blur,noise]
 
 Writes, in question order, one line per question:
 - A: LLaVA's greedy answer records (what `llava.eval.model_vqa_loader` writes; eval_pope reads it);
 - G: the generations (DESIGN section 3): greedy answer and N samples, each with text, token ids,
   untempered token log-probs and entropies (EOS included and flagged), the first-token yes/no
   probability mass, the sampling settings and the question's seed;
+- with --image-variants: per question, the exact first-token yes/no mass with each degraded
+  image (`image_variants` field; see `semantic_entropy.image_variants`). Cost: one extra
+  prefill (vision tower + prompt) per variant per batch row: with prefix sharing that is one
+  extra image prefill per image per variant plus one question-extension pass; unshared, one
+  extra full-prompt prefill per question per variant. No samples are drawn on them;
 - G.manifest.json: the run's settings and versions; with --save-pkl also G.pkl (arrays).
 
 `--temperature` is LLaVA's flag: 0 (greedy) as POPE scripts pass it. The greedy answer is always
@@ -34,6 +40,7 @@ from llava.utils import short_uuid, write_manifest
 from llava.model.builder import resolve_device
 from semantic_entropy import distributed
 from semantic_entropy.answer_tokens import yes_no_token_ids
+from semantic_entropy.image_variants import degrade_images, first_token_summary, parse_image_variants, variant_settings
 from semantic_entropy.prefix_groups import Group, group_batches, group_questions, plan_batches
 from semantic_entropy.sampler import Answer, SamplingSettings, sample_batch, sample_shared_prefix
 
@@ -54,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix-sharing", action=argparse.BooleanOptionalAction, default=True,
                         help="compute each image's prompt prefix once for all its questions (default on)")
     parser.add_argument("--images-per-batch", type=int, default=16, help="with prefix sharing: prefixes per batch")
+    parser.add_argument("--image-variants", type=parse_image_variants, default=(), metavar="LIST",
+                        help="comma list of degraded images (mean, blur, noise) whose exact first-token yes/no "
+                             "mass is stored per question (default: none); one extra prefill per variant")
     # Questions per batch. Unshared, 20 questions of a 7B model peak near 21 GiB (a 24 GB card);
     # shared, 128 questions over at most 16 images stay in the same budget.
     parser.set_defaults(batch_size=None)
@@ -89,9 +99,11 @@ def answer_record(answer: Answer, tokenizer) -> dict:
     }
 
 
-def generation_record(question, result, tokenizer, settings, base_seed, model_id, yes_ids, no_ids) -> dict:
+def generation_record(question, result, tokenizer, settings, base_seed, model_id, yes_ids, no_ids,
+                      variant_probs: dict | None = None) -> dict:
+    """One generations line; `variant_probs` maps image variant -> that question's (V,) first-token probs."""
     probs = result.first_token_probs
-    return {
+    record = {
         "question_id": question["question_id"],
         "category": question.get("category"),
         "image": question["image"],
@@ -116,6 +128,10 @@ def generation_record(question, result, tokenizer, settings, base_seed, model_id
             "question_seed": hash_seed(base_seed, question["question_id"]),
         },
     }
+    if variant_probs:
+        record["image_variants"] = {variant: first_token_summary(p, yes_ids, no_ids)
+                                    for variant, p in variant_probs.items()}
+    return record
 
 
 def llava_answer_record(generation: dict) -> dict:
@@ -197,6 +213,44 @@ def run_group_batch(model, groups, pixel_values, settings, seed, eos_token_id):
         return questions, results
 
 
+# The degraded passes: exact first-token distribution only (prefill + question extension, no samples).
+FIRST_TOKEN_ONLY = SamplingSettings(num_samples=0, max_new_tokens=1)
+
+
+def image_variant_probs(run_one, pixel_values, image_names, variants, seed, question_ids) -> list[dict]:
+    """Per question (in `question_ids` order): variant -> (V,) first-token probs with that degraded image.
+
+    `run_one(pixels, settings)` is the batch's own fast path (run_group_batch or run_batch bound to
+    the batch), so each variant costs exactly what one more greedy first token would: one prefill.
+    """
+    per_question = [{} for _ in question_ids]
+    for variant in variants:
+        questions, results = run_one(degrade_images(variant, pixel_values, image_names, seed), FIRST_TOKEN_ONLY)
+        if [q["question_id"] for q in questions] != list(question_ids):
+            raise RuntimeError(f"image variant {variant}: questions came back in another order")
+        for slot, result in zip(per_question, results):
+            slot[variant] = result.first_token_probs
+    return per_question
+
+
+def run_group_batch_with_variants(model, groups, pixel_values, settings, seed, eos_token_id, variants=()):
+    """run_group_batch plus, per question, the first-token probs with each degraded image."""
+    questions, results = run_group_batch(model, groups, pixel_values, settings, seed, eos_token_id)
+    run_one = lambda pixels, s: run_group_batch(model, groups, pixels, s, seed, eos_token_id)  # noqa: E731
+    names = [g.image for g in groups]
+    ids = [q["question_id"] for q in questions]
+    return questions, results, image_variant_probs(run_one, pixel_values, names, variants, seed, ids)
+
+
+def run_batch_with_variants(model, batch, settings, seed, eos_token_id, variants=()):
+    """run_batch plus, per question, the first-token probs with each degraded image."""
+    questions, results = run_batch(model, batch, settings, seed, eos_token_id)
+    run_one = lambda pixels, s: run_batch(model, {**batch, "pixel_values": pixels}, s, seed, eos_token_id)  # noqa: E731
+    names = [q["image"] for q in batch["questions"]]
+    ids = [q["question_id"] for q in questions]
+    return questions, results, image_variant_probs(run_one, batch["pixel_values"], names, variants, seed, ids)
+
+
 def split_groups_in_halves(groups, pixel_values):
     """Two smaller batches with the same questions: halves of the groups, or of a lone group's questions."""
     if len(groups) > 1:
@@ -250,6 +304,7 @@ def run(args, info: distributed.RankInfo) -> None:
     if info.is_main:
         write_manifest(generations_file + ".manifest.json", vars(args), model_path=os.path.abspath(args.model_path),
                        sampling=vars(settings), yes_token_ids=yes_ids, no_token_ids=no_ids,
+                       image_variants=variant_settings(args.image_variants),
                        world_size=info.world_size)
         for path in (generations_file, answers_file):  # parts a crashed multi-process run left behind
             completed_ids(path)  # cuts a line a crash left half-written
@@ -272,15 +327,16 @@ def run(args, info: distributed.RankInfo) -> None:
         planned = distributed.shard(planned, info)
         loader = group_batches(planned, args.image_folder, image_processor, model.config, num_workers)
         count = sum(len(g.questions) for batch in planned for g in batch)
-        compute = lambda b: run_group_batch(model, b["groups"], b["pixel_values"], settings, args.seed,  # noqa: E731
-                                            tokenizer.eos_token_id)
+        compute = lambda b: run_group_batch_with_variants(  # noqa: E731
+            model, b["groups"], b["pixel_values"], settings, args.seed, tokenizer.eos_token_id, args.image_variants)
     else:
         planned = distributed.shard([pending[i : i + batch_size] for i in range(0, len(pending), batch_size)], info)
         mine = [q for batch in planned for q in batch]
         dataset = QuestionDataset(mine, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
         loader = batches(dataset, batch_size, num_workers)  # only the globally last batch can be short
         count = len(mine)
-        compute = lambda b: run_batch(model, b, settings, args.seed, tokenizer.eos_token_id)  # noqa: E731
+        compute = lambda b: run_batch_with_variants(  # noqa: E731
+            model, b, settings, args.seed, tokenizer.eos_token_id, args.image_variants)
     distinct = 0
     distributed.barrier(info)
     started = time.perf_counter()
@@ -288,9 +344,10 @@ def run(args, info: distributed.RankInfo) -> None:
     with JsonlAppender(gen_path) as gen_out, JsonlAppender(ans_path) as ans_out, \
             tqdm(total=count, unit="q", desc=f"rank {info.rank}" if info.world_size > 1 else None) as bar:
         for batch in loader:
-            batch_questions, results = compute(batch)
-            for question, result in zip(batch_questions, results):
-                record = generation_record(question, result, tokenizer, settings, args.seed, model_id, yes_ids, no_ids)
+            batch_questions, results, variant_probs = compute(batch)
+            for question, result, variants in zip(batch_questions, results, variant_probs):
+                record = generation_record(question, result, tokenizer, settings, args.seed, model_id, yes_ids, no_ids,
+                                           variants)
                 gen_out.write(record)  # generations first: a crash between the writes is backfilled
                 if question["question_id"] not in answered:
                     ans_out.write(llava_answer_record(record))

@@ -24,6 +24,7 @@ from semantic_entropy.generations_io import (
     SAMPLE_TEXTS,
     SAMPLE_TOKEN_LOGPROBS,
     QuestionGenerations,
+    image_variant_field,
 )
 from semantic_entropy.judges import Judgement
 
@@ -128,6 +129,57 @@ MEASURES: tuple[Measure, ...] = (
         "1 - P(True) from a separate pass (field p_true of the generations record)",
     ),
 )
+
+
+
+# --------------------------------------------------------------------------------------------
+# Vision-aware measures (issue 8; docs/method.md): they need stage 1's --image-variants, and
+# older generations files skip them with a message.
+
+CONTRASTED_VARIANTS = ("mean", "blur", "noise")
+MILD_PERTURBATIONS = ("blur", "noise")  # pooled with the real image by perturbation_yes_no_entropy
+
+
+def _variant_mass(inputs: MeasureInputs, variant: str) -> tuple[float, float]:
+    return inputs.record.image_variant_masses[variant]
+
+
+def _needs_variants(*variants: str) -> frozenset[str]:
+    return frozenset({FIRST_TOKEN_YES_NO_MASS, *(image_variant_field(v) for v in variants)})
+
+
+def vision_aware_measures() -> tuple[Measure, ...]:
+    """visual_contrast_V, image_independence_V, contrastive_yes_no_entropy_V for V in
+    CONTRASTED_VARIANTS, and perturbation_yes_no_entropy over the real image and MILD_PERTURBATIONS."""
+    measures = []
+    for v in CONTRASTED_VARIANTS:
+        measures += [
+            Measure(
+                f"visual_contrast_{v}", _needs_variants(v), USES_NOTHING,
+                lambda x, v=v: m.visual_contrast(x.record.yes_no_mass, _variant_mass(x, v)),
+                f"H(p) + ln2 - JS(p, q): yes/no entropy plus image-independence vs the {v} image",
+            ),
+            Measure(
+                f"image_independence_{v}", _needs_variants(v), USES_NOTHING,
+                lambda x, v=v: m.image_independence(x.record.yes_no_mass, _variant_mass(x, v)),
+                f"1 - JS(p, q)/ln2 vs the {v} image (visual_contrast_{v} without H(p))",
+            ),
+            Measure(
+                f"contrastive_yes_no_entropy_{v}", _needs_variants(v), USES_NOTHING,
+                lambda x, v=v: m.contrastive_yes_no_entropy(x.record.yes_no_mass, _variant_mass(x, v)),
+                f"entropy of the VCD-contrasted yes/no distribution p^2/q, q with the {v} image (alpha 1)",
+            ),
+        ]
+    measures.append(Measure(
+        "perturbation_yes_no_entropy", _needs_variants(*MILD_PERTURBATIONS), USES_NOTHING,
+        lambda x: m.perturbation_yes_no_entropy(
+            [x.record.yes_no_mass, *(_variant_mass(x, v) for v in MILD_PERTURBATIONS)]),
+        "entropy of the mean yes/no distribution over the real, blurred and noisy images",
+    ))
+    return tuple(measures)
+
+
+MEASURES = MEASURES + vision_aware_measures()
 
 MEASURES_BY_NAME = {measure.name: measure for measure in MEASURES}
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Vision-aware uncertainty study (issue 8, docs/method.md): stage 1 with the degraded-image passes
+# (--image-variants), stage 2 (every registered measure, the new ones included), eval_pope and the
+# AUROC/AUPR/PRR table with bootstrap intervals. The table holds the ablations too: each variant
+# alone (visual_contrast_<v>, contrastive_yes_no_entropy_<v>), lambda = 0 (= yes_no_entropy) and the
+# image term alone (image_independence_<v>).
+# Defaults run the embedded ShapesPOPE demo on CPU. Real POPE on a GPU with a real checkpoint:
+#     MODEL_PATH=/models/llava-v1.5-7b VISION_TOWER=/models/clip-vit-large-patch14-336 \
+#     POPE_DIR=playground/data/eval/pope IMAGE_FOLDER=playground/data/eval/pope/val2014 \
+#     ANNOTATION_DIR=playground/data/eval/pope/coco DEVICE=cuda bash scripts/method_study.sh
+# Every variable can be set from the environment. A finished stage is skipped; an interrupted one resumes.
+set -euo pipefail
+
+# ---- config -------------------------------------------------------------------------------
+MODEL_PATH=${MODEL_PATH:-playground/models/llava-v1.5-shapes-tiny}  # original layout or llava-hf folder
+VISION_TOWER=${VISION_TOWER:-}            # local CLIP folder; empty = config's mm_vision_tower
+POPE_DIR=${POPE_DIR:-playground/data/eval/shapes_pope}
+ANNOTATION_DIR=${ANNOTATION_DIR:-$POPE_DIR/coco}        # coco_pope_{adversarial,random,popular}.json
+IMAGE_FOLDER=${IMAGE_FOLDER:-$POPE_DIR/images}          # real POPE: $POPE_DIR/val2014
+QUESTION_FILE=${QUESTION_FILE:-$POPE_DIR/llava_pope_test.jsonl}
+IMAGE_VARIANTS=${IMAGE_VARIANTS:-mean,blur,noise}       # degraded images (one extra prefill each)
+CONV_MODE=${CONV_MODE:-vicuna_v1}
+NUM_SAMPLES=${NUM_SAMPLES:-10}            # sampled answers per question (semantic entropy and friends)
+TEMPERATURE=${TEMPERATURE:-1.0}
+SAMPLE_SEED=${SAMPLE_SEED:-0}             # base seed of the samples and of the noise variant
+BOOTSTRAP=${BOOTSTRAP:-1000}              # bootstrap resamples of the intervals
+DEVICE=${DEVICE:-auto}
+DTYPE=${DTYPE:-auto}
+BATCH_SIZE=${BATCH_SIZE:-}                # empty = stage 1's default
+OUTPUT_DIR=${OUTPUT_DIR:-runs/method_study/$(basename "$MODEL_PATH")}
+PYTHON=${PYTHON:-python}
+# ---------------------------------------------------------------------------------------------
+
+if [ ! -e "$MODEL_PATH" ]; then
+    echo "model $MODEL_PATH is absent (the ShapesPOPE demo model is trained by scripts/train_shapes_llava.py)" >&2
+    exit 1
+fi
+RUN_DIR="$OUTPUT_DIR/$(basename "${QUESTION_FILE%.jsonl}")_n${NUM_SAMPLES}_t${TEMPERATURE}_seed${SAMPLE_SEED}_variants_${IMAGE_VARIANTS//,/_}"
+ANSWERS_FILE="$RUN_DIR/answers.jsonl"
+GENERATIONS_FILE="$RUN_DIR/generations.jsonl"
+UNCERTAINTY_FILE="$RUN_DIR/uncertainty_exact.jsonl"
+EVAL_DIR="$RUN_DIR/eval_exact"
+mkdir -p "$RUN_DIR"
+
+vision_args=()
+[ -n "$VISION_TOWER" ] && vision_args=(--vision-tower "$VISION_TOWER")
+batch_args=()
+[ -n "$BATCH_SIZE" ] && batch_args=(--batch-size "$BATCH_SIZE")
+# stage 1 resumes by question_id: rerunning after a crash continues
+"$PYTHON" -m semantic_entropy.model_vqa_loader \
+    --model-path "$MODEL_PATH" "${vision_args[@]}" \
+    --question-file "$QUESTION_FILE" --image-folder "$IMAGE_FOLDER" \
+    --answers-file "$ANSWERS_FILE" --generations-file "$GENERATIONS_FILE" \
+    --temperature 0 --sampling-temperature "$TEMPERATURE" --num-samples "$NUM_SAMPLES" \
+    --seed "$SAMPLE_SEED" --conv-mode "$CONV_MODE" --image-variants "$IMAGE_VARIANTS" \
+    --device "$DEVICE" --dtype "$DTYPE" "${batch_args[@]}"
+
+"$PYTHON" -m semantic_entropy.compute_se_myself \
+    --generations-file "$GENERATIONS_FILE" --output-file "$UNCERTAINTY_FILE" --judge exact
+
+"$PYTHON" -m llava.eval.eval_pope \
+    --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
+    --result-file "$ANSWERS_FILE" --output-json "$RUN_DIR/pope_metrics.json"
+
+"$PYTHON" -m semantic_entropy.eval_auroc \
+    --uncertainty-file "$UNCERTAINTY_FILE" --answers-file "$ANSWERS_FILE" \
+    --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
+    --output-dir "$EVAL_DIR" --bootstrap "$BOOTSTRAP" \
+    --title "Vision-aware uncertainty on $(basename "$POPE_DIR") ($(basename "$MODEL_PATH"))"
+
+echo "table: $EVAL_DIR/metrics.md; greedy POPE metrics: $RUN_DIR/pope_metrics.json"

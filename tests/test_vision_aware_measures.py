@@ -1,0 +1,98 @@
+"""Vision-aware measures (issue 8): values on crafted cases worked by hand, and the property
+that an answer unchanged without the image is scored more uncertain than one that flips."""
+
+import math
+
+import pytest
+
+from semantic_entropy import measures as m
+from semantic_entropy.generations_io import image_variant_field, parse_generations_record
+from semantic_entropy.judges import build_judge
+from semantic_entropy.registry import MEASURES_BY_NAME, select_measures
+from semantic_entropy.scoring import ScoringSettings, score_question
+
+LN2 = math.log(2)
+H_09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325083
+
+
+def test_js_divergence_by_hand():
+    # p = .9, q = .1: m = .5 -> JS = ln 2 - H(.9)
+    assert m.binary_js_divergence(0.9, 0.1) == pytest.approx(LN2 - H_09, abs=1e-12)
+    assert m.binary_js_divergence(0.4, 0.4) == 0.0
+    assert m.binary_js_divergence(1.0, 0.0) == pytest.approx(LN2)
+
+
+def test_visual_contrast_by_hand():
+    # yes .72 no .08 renormalises to p = .9; the degraded image gives .02 / .18 -> q = .1
+    assert m.visual_contrast((0.72, 0.08), (0.72, 0.08)) == pytest.approx(H_09 + LN2, abs=1e-9)
+    assert m.visual_contrast((0.72, 0.08), (0.02, 0.18)) == pytest.approx(H_09 + LN2 - (LN2 - H_09), abs=1e-9)
+    assert m.visual_contrast((1.0, 0.0), (0.0, 1.0)) == pytest.approx(0.0, abs=1e-12)  # sure and image-driven
+    assert m.visual_contrast((0.5, 0.5), (0.5, 0.5)) == pytest.approx(2 * LN2)  # the worst case
+
+
+def test_image_independence_by_hand():
+    assert m.image_independence((0.9, 0.1), (0.9, 0.1)) == 1.0
+    assert m.image_independence((0.9, 0.1), (0.1, 0.9)) == pytest.approx(1 - (LN2 - H_09) / LN2, abs=1e-12)
+
+
+def test_perturbation_entropy_by_hand():
+    # p(yes) = .9, .5, .7 -> mixture .7
+    expected = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))
+    assert m.perturbation_yes_no_entropy([(0.9, 0.1), (0.5, 0.5), (0.7, 0.3)]) == pytest.approx(expected)
+    assert m.perturbation_yes_no_entropy([(0.9, 0.1)] * 3) == pytest.approx(H_09)  # = yes_no_entropy when stable
+    with pytest.raises(ValueError):
+        m.perturbation_yes_no_entropy([])
+
+
+def test_contrastive_entropy_by_hand():
+    # c = 2 logit(.9) - logit(q)
+    for q, contrast in [(0.9, math.log(9)), (0.1, 3 * math.log(9)), (0.99, 2 * math.log(9) - math.log(99))]:
+        s = 1 / (1 + math.exp(-contrast))
+        expected = -(s * math.log(s) + (1 - s) * math.log(1 - s))
+        assert m.contrastive_yes_no_entropy((0.9, 0.1), (q, 1 - q)) == pytest.approx(expected, abs=1e-9)
+    assert m.contrastive_yes_no_entropy((0.9, 0.1), (0.0, 1.0)) < 1e-9  # clipped log-odds: finite, ~0
+
+
+@pytest.mark.parametrize("confidence", [0.55, 0.7, 0.9, 0.99])
+@pytest.mark.parametrize("score", [m.visual_contrast, m.image_independence, m.contrastive_yes_no_entropy])
+def test_unchanged_without_image_scores_higher_than_flip(score, confidence):
+    real = (confidence, 1 - confidence)
+    unchanged, flipped = score(real, real), score(real, real[::-1])
+    assert unchanged > flipped
+
+
+def test_perturbation_entropy_flags_flips_under_perturbation():
+    stable = m.perturbation_yes_no_entropy([(0.9, 0.1), (0.9, 0.1), (0.9, 0.1)])
+    flipping = m.perturbation_yes_no_entropy([(0.9, 0.1), (0.1, 0.9), (0.9, 0.1)])
+    assert flipping > stable
+
+
+def _record(variants=None):
+    answer = {"text": "Yes", "token_ids": [5, 2], "token_logprobs": [-0.1, -0.01], "ends_with_eos": True}
+    raw = {"question_id": 7, "category": "adversarial", "prompt": "Is there a dog?", "greedy": answer,
+           "samples": [answer, answer], "first_token": {"yes_mass": 0.72, "no_mass": 0.08}}
+    if variants is not None:
+        raw["image_variants"] = variants
+    return parse_generations_record(raw, "test:1")
+
+
+def test_registry_scores_from_a_record_and_skips_older_records():
+    variants = {"mean": {"yes_mass": 0.02, "no_mass": 0.18, "top_token_id": 9, "top_prob": 0.5},
+                "blur": {"yes_mass": 0.72, "no_mass": 0.08}, "noise": {"yes_mass": 0.5, "no_mass": 0.5}}
+    record = _record(variants)
+    assert image_variant_field("mean") in record.available_fields()
+    settings = ScoringSettings(build_judge("exact"), tuple(select_measures(None)))
+    output, skipped = score_question(record, settings)
+    scores = output["scores"]
+    assert scores["visual_contrast_mean"] == pytest.approx(2 * H_09, abs=1e-9)  # H + ln2 - (ln2 - H)
+    assert scores["visual_contrast_blur"] == pytest.approx(H_09 + LN2, abs=1e-9)
+    mixture = (0.9 + 0.9 + 0.5) / 3
+    assert scores["perturbation_yes_no_entropy"] == pytest.approx(m.binary_entropy(mixture))
+    assert not any(s.measure.startswith(("visual_contrast", "perturbation")) for s in skipped)
+
+    old_output, old_skipped = score_question(_record(), settings)
+    skipped_names = {s.measure for s in old_skipped}
+    new_names = {n for n in MEASURES_BY_NAME if n.startswith(("visual_contrast", "image_independence",
+                                                               "contrastive_yes_no", "perturbation"))}
+    assert len(new_names) == 10 and new_names <= skipped_names
+    assert "yes_no_entropy" in old_output["scores"]
