@@ -6,12 +6,12 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from llava.jsonl_io import JsonlError, read_jsonl
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.merge import merge_chunks
+from tests.generation_checks import assert_same_generations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,14 +36,6 @@ def _torchrun(tiny, out, *extra):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _same(a, b):
-    assert [g["question_id"] for g in a] == [g["question_id"] for g in b]
-    for ga, gb in zip(a, b):
-        for x, y in zip([ga["greedy"], *ga["samples"]], [gb["greedy"], *gb["samples"]]):
-            assert (x["text"], x["token_ids"]) == (y["text"], y["token_ids"])
-            np.testing.assert_allclose(x["token_logprobs"], y["token_logprobs"], atol=1e-5)
-
-
 @pytest.mark.parametrize("mode", [[], ["--no-prefix-sharing", "--batch-size", "2"]])
 def test_two_ranks_write_the_files_of_one_process(tiny_checkpoints, tmp_path, mode):
     one, two = tmp_path / "one", tmp_path / "two"
@@ -51,7 +43,7 @@ def test_two_ranks_write_the_files_of_one_process(tiny_checkpoints, tmp_path, mo
     two.mkdir()
     stage1.main(_args(tiny_checkpoints, one, *mode))
     _torchrun(tiny_checkpoints, two, *mode)
-    _same(read_jsonl(str(one / "answers.generations.jsonl")), read_jsonl(str(two / "answers.generations.jsonl")))
+    assert_same_generations(read_jsonl(str(one / "answers.generations.jsonl")), read_jsonl(str(two / "answers.generations.jsonl")))
     answers_one, answers_two = read_jsonl(str(one / "answers.jsonl")), read_jsonl(str(two / "answers.jsonl"))
     assert [(a["question_id"], a["text"]) for a in answers_one] == [(a["question_id"], a["text"]) for a in answers_two]
     assert not [name for name in os.listdir(two) if name.endswith(".part")]  # parts merged and removed
@@ -68,7 +60,7 @@ def test_resumed_run_merges_leftover_parts_and_finishes_the_rest(tiny_checkpoint
     part = crashed / "answers.generations.jsonl.rank1-of2.part"
     part.write_text(json.dumps(records[1]) + "\n" + json.dumps(records[3])[:40])
     stage1.main(_args(tiny_checkpoints, crashed))
-    _same(records, read_jsonl(str(crashed / "answers.generations.jsonl")))
+    assert_same_generations(records, read_jsonl(str(crashed / "answers.generations.jsonl")))
     assert sorted(a["question_id"] for a in read_jsonl(str(crashed / "answers.jsonl"))) == [r["question_id"] for r in records]
     assert not part.exists()
 

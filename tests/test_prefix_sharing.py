@@ -3,7 +3,6 @@
 import gc
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,6 +10,7 @@ from llava.constants import POPE_ANSWER_SUFFIX
 from llava.jsonl_io import read_jsonl
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.prefix_groups import Group, plan_batches
+from tests.generation_checks import assert_same_generations
 
 QUESTIONS = [("img_0.png", "Is there a red circle in the image?"), ("img_1.png", "Is there a dog in the imange?"),
              ("img_0.png", "Is there a blue square in the image?"), ("img_2.png", "What colour is the triangle?"),
@@ -35,16 +35,6 @@ def _run(tiny, questions, out, *extra):
     return read_jsonl(str(out / "answers.jsonl")), read_jsonl(str(out / "answers.generations.jsonl"))
 
 
-def _assert_same(a, b):
-    assert [g["question_id"] for g in a] == [g["question_id"] for g in b]
-    for ga, gb in zip(a, b):
-        for x, y in zip([ga["greedy"], *ga["samples"]], [gb["greedy"], *gb["samples"]]):
-            assert (x["text"], x["token_ids"], x["ends_with_eos"]) == (y["text"], y["token_ids"], y["ends_with_eos"])
-            np.testing.assert_allclose(x["token_logprobs"], y["token_logprobs"], atol=1e-5)
-            np.testing.assert_allclose(x["token_entropies"], y["token_entropies"], atol=1e-4)
-        assert ga["first_token"]["yes_mass"] == pytest.approx(gb["first_token"]["yes_mass"], abs=1e-6)
-
-
 @pytest.mark.parametrize("sharing_args", [[], ["--batch-size", "2", "--images-per-batch", "1"]])
 def test_shared_equals_unshared_in_question_order(tiny_checkpoints, repeated_images, tmp_path, sharing_args):
     (tmp_path / "u").mkdir()
@@ -54,7 +44,7 @@ def test_shared_equals_unshared_in_question_order(tiny_checkpoints, repeated_ima
     expected_ids = [500 - i for i in range(len(QUESTIONS))]
     assert [g["question_id"] for g in gens_s] == expected_ids  # written back in question order
     assert [a["question_id"] for a in answers_s] == expected_ids
-    _assert_same(gens_u, gens_s)
+    assert_same_generations(gens_u, gens_s)
     assert [a["text"] for a in answers_u] == [a["text"] for a in answers_s]
 
 

@@ -16,6 +16,7 @@ from llava.model.generation import StepRunner
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampler import SamplingSettings, draw_tokens, sample_batch, sampling_logits
+from tests.generation_checks import assert_same_generations
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +153,6 @@ def test_first_token_yes_no_ids_from_the_vocabulary(tiny_checkpoints, llama2_tok
     assert not set(yes) & set(no)
 
 
-def _assert_same_generations(a, b):
-    """Identical questions, texts and tokens; floats equal up to batch-padding rounding."""
-    assert [g["question_id"] for g in a] == [g["question_id"] for g in b]
-    for ga, gb in zip(a, b):
-        for x, y in zip([ga["greedy"], *ga["samples"]], [gb["greedy"], *gb["samples"]]):
-            assert (x["text"], x["token_ids"], x["ends_with_eos"]) == (y["text"], y["token_ids"], y["ends_with_eos"])
-            np.testing.assert_allclose(x["token_logprobs"], y["token_logprobs"], atol=1e-5)
-        assert ga["first_token"]["yes_mass"] == pytest.approx(gb["first_token"]["yes_mass"], abs=1e-6)
-        assert ga["sampling"] == gb["sampling"]
-
-
 def _stage1(tiny, tmp_path, name, *extra):
     answers = tmp_path / f"{name}.jsonl"
     stage1.main([
@@ -183,7 +173,7 @@ def test_stage1_greedy_equals_llava_greedy_and_batching_is_invisible(tiny_checkp
     ])  # fmt: skip
     greedy = [r["text"] for r in read_jsonl(str(tmp_path / "llava.jsonl"))]
     assert [r["text"] for r in answers1] == greedy == [g["greedy"]["text"] for g in gens1]
-    _assert_same_generations(gens1, gens4)
+    assert_same_generations(gens1, gens4)
     record = gens1[0]
     assert len(record["samples"]) == 6 and record["sampling"]["temperature"] == 1.0  # --temperature 0 still samples
     assert len({tuple(s["token_ids"]) for s in record["samples"]}) > 1
@@ -198,5 +188,5 @@ def test_stage1_resumes_without_duplicates(tiny_checkpoints, tmp_path):
     gens.write_text(lines[0] + lines[1] + lines[2][:50])  # crash mid-record; answers file not yet written
     answers, resumed = _stage1(tiny_checkpoints, tmp_path, "part")
     assert [g["question_id"] for g in resumed] == [g["question_id"] for g in full]
-    _assert_same_generations(resumed, full)
+    assert_same_generations(resumed, full)
     assert sorted(a["question_id"] for a in answers) == [g["question_id"] for g in full]  # backfilled once
