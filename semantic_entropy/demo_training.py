@@ -28,6 +28,7 @@ from llava.conversation import build_prompt, conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.tiny import (CLIP_PREPROCESSOR, build_tokenizer, prompt_corpus, random_tiny_llava,
                               save_original_layout, tiny_clip_config, tiny_text_config)
+from semantic_entropy.answer_tokens import yes_no_token_ids
 from semantic_entropy.shapes_pope import (CLASS_NAMES, ShapesPopeConfig, TrainingExample, companion_map,
                                           make_training_examples, pope_question)
 
@@ -381,20 +382,6 @@ def save_demo_model(result: TrainingResult, model_folder: str = DEFAULT_MODEL_FO
 # ---------------------------------------------------------------------------------------------
 # Quality on the ShapesPOPE test set
 # ---------------------------------------------------------------------------------------------
-
-
-def yes_no_token_ids(tokenizer) -> tuple[list[int], list[int]]:
-    """Ids of the vocabulary's yes and no variants: text without '▁' lowercases to yes / no."""
-    yes, no = [], []
-    for token, index in tokenizer.get_vocab().items():
-        word = token.replace("▁", "").lower()
-        if word == "yes":
-            yes.append(index)
-        elif word == "no":
-            no.append(index)
-    if not yes or not no:
-        raise ValueError("the tokenizer has no yes or no token")
-    return sorted(yes), sorted(no)
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
