@@ -22,6 +22,12 @@ Writes into D:
   pointing_game.json             with --pointing-game: hottest patch (mean over heads, all layers) on the
                                  asked object's bbox in "yes" questions, against chance (box area / image area)
   manifest.json                  settings, versions, model path
+
+Several GPUs (question-file mode): `torchrun --nproc_per_node K -m semantic_entropy.visualize_attention ...`
+deals the batches to the ranks; each rank writes its table rows to its own part file
+(`attention_stats.jsonl.rank<r>-of<K>.part`) and its own pages, and rank 0 merges the parts into
+the table in question order. `--max-pages N` draws the pages of the first N pending questions.
+A resumed run folds leftover parts in first and computes only what is missing.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ from llava.eval.model_vqa_loader import add_model_args, load_model_from_args
 from llava.eval.vqa_data import QuestionDataset, batches, load_image, load_questions
 from llava.jsonl_io import JsonlAppender, completed_ids, read_jsonl, read_keyed_jsonl, write_json_atomic
 from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
+from llava.model.builder import resolve_device
 from llava.utils import write_manifest
+from semantic_entropy import distributed
 from semantic_entropy.attention_capture import REGIONS, AnswerAttention, answer_with_attention
 from semantic_entropy.attention_report import (draw_head_grid, draw_region_shares, draw_token_maps, index_page,
                                                question_page)
@@ -293,13 +301,16 @@ def check_mode(args) -> str:
 
 
 @torch.inference_mode()
-def run(args) -> dict:
+def run(args, info: distributed.RankInfo = distributed.RankInfo(0, 1, "auto")) -> dict:
     mode = check_mode(args)
+    if mode == "single" and info.world_size > 1:
+        raise SystemExit("one-question mode runs in one process; torchrun shards a --question-file")
     out_dir = os.path.expanduser(args.output_dir)
     os.makedirs(out_dir, exist_ok=True)
     tokenizer, model, image_processor, _ = load_model_from_args(args)
-    write_manifest(os.path.join(out_dir, "manifest.json"), vars(args), model_path=os.path.abspath(args.model_path),
-                   model_id=get_model_name_from_path(args.model_path))
+    if info.is_main:
+        write_manifest(os.path.join(out_dir, "manifest.json"), vars(args), model_path=os.path.abspath(args.model_path),
+                       model_id=get_model_name_from_path(args.model_path), world_size=info.world_size)
     num_layers = model.config.text_config.num_hidden_layers
     aggregation = Aggregation(parse_layer_range(args.layers, num_layers), args.head_reduce)
     if args.head_layer is not None and not 0 <= args.head_layer < num_layers:
@@ -311,27 +322,42 @@ def run(args) -> dict:
         with open(args.pointing_game, encoding="utf-8") as f:
             targets = pointing_targets(json.load(f))
 
+    order: dict = {}
     if mode == "single":
         if os.path.exists(stats_path):
             os.remove(stats_path)  # one question: always a fresh table
         batch_iter = [single_question_batch(args, tokenizer, image_processor, model.config)]
-        image_root, question_ids = None, ["single"]
+        image_root, question_ids, mine = None, ["single"], ["single"]
     else:
         questions = load_questions(os.path.expanduser(args.question_file))[: args.limit]
+        order = {q["question_id"]: rank for rank, q in enumerate(questions)}
+        if info.is_main:
+            completed_ids(stats_path)  # cuts a line a crash left half-written
+            if distributed.leftover_parts(stats_path):  # rows a crashed multi-process run left behind
+                distributed.merge_parts_into(stats_path, distributed.leftover_parts(stats_path), order)
+        distributed.barrier(info)
         done = completed_ids(stats_path)
         pending = [q for q in questions if q["question_id"] not in done]
-        if done:
+        if done and info.is_main:
             print(f"resuming: {len(questions) - len(pending)} questions already in {stats_path}")
-        dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
+        # Batches are planned over all pending work, then dealt: each question meets the same batch
+        # (same padding) however many processes run.
+        planned = distributed.shard([pending[i : i + args.batch_size] for i in range(0, len(pending), args.batch_size)],
+                                    info)
+        mine = [q for batch in planned for q in batch]
+        dataset = QuestionDataset(mine, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
         workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
         batch_iter, image_root = batches(dataset, args.batch_size, workers), args.image_folder
         question_ids = [q["question_id"] for q in pending]
     samples, scores = load_side_files(args, question_ids)
+    # Pages for the first --max-pages questions of this run, whichever rank answers them.
+    drawn_ids = set(question_ids if args.max_pages is None else question_ids[: args.max_pages])
 
-    pages_drawn = 0  # in this run
     seconds = {"capture": 0.0, "draw": 0.0}
     answered = 0
-    with JsonlAppender(stats_path) as table, tqdm(total=len(question_ids), unit="q") as bar:
+    desc = f"rank {info.rank}" if info.world_size > 1 else None
+    with JsonlAppender(distributed.part_path(stats_path, info)) as table, \
+            tqdm(total=len(mine), unit="q", desc=desc) as bar:
         for batch in batch_iter:
             start = time.perf_counter()
             answers = answer_with_attention(model, batch["input_ids"], batch["pixel_values"], args.max_new_tokens, eos)
@@ -341,43 +367,60 @@ def run(args) -> dict:
                 if targets:
                     add_pointing(record, answer, targets, eos)
                 start = time.perf_counter()
-                if args.max_pages is None or pages_drawn < args.max_pages:
+                if question["question_id"] in drawn_ids:
                     image_path = (question["image"] if image_root is None
                                   else os.path.join(image_root, question["image"]))
                     draw_question(out_dir, {**record, "image_path": image_path}, answer, aggregation, args,
                                   samples.get(question["question_id"]), scores.get(question["question_id"]))
-                    pages_drawn += 1
                 if args.save_maps:
                     save_maps(out_dir, record, answer)
                 seconds["draw"] += time.perf_counter() - start
                 table.write(record)
                 answered += 1
             bar.update(len(batch["questions"]))
+    distributed.barrier(info)
+    summary = {"questions": len(question_ids), "aggregation": aggregation.name,
+               "seconds_per_question_capture": seconds["capture"] / max(answered, 1),
+               "seconds_per_question_drawing": seconds["draw"] / max(answered, 1)}
+    if info.world_size > 1:
+        summary.update(processes=info.world_size, questions_this_process=answered)
+    if info.is_main:
+        if distributed.leftover_parts(stats_path):
+            distributed.merge_parts_into(stats_path, distributed.leftover_parts(stats_path), order)
+        summary.update(write_reports(out_dir, stats_path, targets))
+        print(json.dumps(summary, indent=1))
+    distributed.barrier(info)
+    return summary
 
+
+def write_reports(out_dir: str, stats_path: str, targets: dict) -> dict:
+    """The CSV, the index page and (with targets) pointing_game.json, from the finished table."""
     write_csv(stats_path, os.path.join(out_dir, "attention_stats.csv"))
     records = read_jsonl(stats_path)
     pages = [(f"pages/q{safe_name(r['question_id'])}.html", r["question_id"], r["question"], r["answer"])
              for r in records if os.path.exists(os.path.join(out_dir, "pages", f"q{safe_name(r['question_id'])}.html"))]
     with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as f:
         f.write(index_page(pages))
-    summary = {"questions": answered, "aggregation": aggregation.name,
-               "seconds_per_question_capture": seconds["capture"] / max(answered, 1),
-               "seconds_per_question_drawing": seconds["draw"] / max(answered, 1)}
-    if targets:
-        game = pointing_game({"hit": r["pointing_hit"], "chance": r["pointing_chance"]}
-                             for r in records if r.get("pointing_yes") and "pointing_hit" in r)
-        game["definition"] = ("hit: centre of the hottest patch (mean over heads, all layers, answer tokens) in the "
-                              "asked object's bbox, 'yes' questions only; chance: bbox area / image area")
-        write_json_atomic(os.path.join(out_dir, "pointing_game.json"), game)
-        summary["pointing_game"] = game
-        print(f"pointing game: {game['score']} hit rate over {game['trials']} 'yes' questions "
-              f"(chance {game['chance']})" if game["trials"] else "pointing game: no 'yes' question with a box")
-    print(json.dumps(summary, indent=1))
-    return summary
+    if not targets:
+        return {}
+    game = pointing_game({"hit": r["pointing_hit"], "chance": r["pointing_chance"]}
+                         for r in records if r.get("pointing_yes") and "pointing_hit" in r)
+    game["definition"] = ("hit: centre of the hottest patch (mean over heads, all layers, answer tokens) in the "
+                          "asked object's bbox, 'yes' questions only; chance: bbox area / image area")
+    write_json_atomic(os.path.join(out_dir, "pointing_game.json"), game)
+    print(f"pointing game: {game['score']} hit rate over {game['trials']} 'yes' questions "
+          f"(chance {game['chance']})" if game["trials"] else "pointing game: no 'yes' question with a box")
+    return {"pointing_game": game}
 
 
 def main(argv=None) -> dict:
-    return run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    info = distributed.setup(resolve_device(args.device))
+    args.device = info.device
+    try:
+        return run(args, info)
+    finally:
+        distributed.teardown(info)
 
 
 if __name__ == "__main__":
