@@ -355,6 +355,8 @@ def run(args, info: distributed.RankInfo = distributed.RankInfo(0, 1, "auto")) -
 
     seconds = {"capture": 0.0, "draw": 0.0}
     answered = 0
+    distributed.barrier(info)
+    started = time.perf_counter()
     desc = f"rank {info.rank}" if info.world_size > 1 else None
     with JsonlAppender(distributed.part_path(stats_path, info)) as table, \
             tqdm(total=len(mine), unit="q", desc=desc) as bar:
@@ -379,7 +381,9 @@ def run(args, info: distributed.RankInfo = distributed.RankInfo(0, 1, "auto")) -
                 answered += 1
             bar.update(len(batch["questions"]))
     distributed.barrier(info)
+    elapsed = time.perf_counter() - started  # all processes' work: they wait for each other above
     summary = {"questions": len(question_ids), "aggregation": aggregation.name,
+               "questions_per_second": len(question_ids) / max(elapsed, 1e-9),
                "seconds_per_question_capture": seconds["capture"] / max(answered, 1),
                "seconds_per_question_drawing": seconds["draw"] / max(answered, 1)}
     if info.world_size > 1:
