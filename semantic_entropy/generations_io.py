@@ -7,7 +7,10 @@
         "first_token": {"yes_mass": 0.81, "no_mass": 0.17},      (optional)
         "p_true": 0.93,                                          (optional, a later pass)
         "image_variants": {"mean": {"yes_mass": 0.02, "no_mass": 0.95}, ...},  (optional,
-             stage 1 --image-variants: the first-token yes/no mass with each degraded image)
+             stage 1 --image-variants: the first-token yes/no mass with each degraded image;
+             semantic_entropy.vision_probes adds mask_attended and mask_random)
+        "question_variants": {"contain": {"yes_mass": ..., "no_mass": ...}, ...},  (optional,
+             semantic_entropy.vision_probes: the same with the question reworded)
         "sampling": {...}, "model_id": "..."}
 
    ANSWER = {"text": str, "token_ids": [int], "token_logprobs": [float],
@@ -46,6 +49,9 @@ P_TRUE = "p_true"
 IMAGE_VARIANT_PREFIX = "image_variant_yes_no_mass:"  # + variant name, e.g. "image_variant_yes_no_mass:mean"
 
 
+QUESTION_VARIANT_PREFIX = "question_variant_yes_no_mass:"  # + rewording name, e.g. "...:contain"
+
+
 def image_variant_field(variant: str) -> str:
     """The measure input naming one image variant's first-token yes/no mass.
 
@@ -53,6 +59,15 @@ def image_variant_field(variant: str) -> str:
     'image_variant_yes_no_mass:blur'
     """
     return IMAGE_VARIANT_PREFIX + variant
+
+
+def question_variant_field(rewording: str) -> str:
+    """The measure input naming one rewording's first-token yes/no mass.
+
+    >>> question_variant_field("see")
+    'question_variant_yes_no_mass:see'
+    """
+    return QUESTION_VARIANT_PREFIX + rewording
 
 GENERATIONS_SHAPE = "generations_jsonl"
 NOTES_SHAPE = "notes_json"
@@ -83,6 +98,7 @@ class QuestionGenerations:
     yes_no_mass: tuple[float, float] | None = None  # (yes_mass, no_mass) of the first token
     p_true: float | None = None
     image_variant_masses: dict | None = None  # variant -> (yes_mass, no_mass) with that degraded image
+    question_variant_masses: dict | None = None  # rewording -> (yes_mass, no_mass) with that question wording
     source: str = "?"  # "file:line" or "file[key]", for messages
 
     @property
@@ -109,6 +125,8 @@ class QuestionGenerations:
             fields.add(P_TRUE)
         for variant in self.image_variant_masses or {}:
             fields.add(image_variant_field(variant))
+        for rewording in self.question_variant_masses or {}:
+            fields.add(question_variant_field(rewording))
         return frozenset(fields)
 
     def where(self) -> str:
@@ -216,12 +234,13 @@ def _parse_yes_no_mass(raw, fail, what: str = "first_token") -> tuple[float, flo
     return masses[0], masses[1]
 
 
-def _parse_image_variants(raw, fail) -> dict | None:
+def _parse_variants(raw, fail, field: str) -> dict | None:
+    """`image_variants` / `question_variants`: name -> (yes_mass, no_mass)."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        fail("image_variants must be an object mapping variant name to its first-token yes/no mass")
-    return {str(variant): _parse_yes_no_mass(summary, fail, f"image_variants.{variant}")
+        fail(f"{field} must be an object mapping a variant name to its first-token yes/no mass")
+    return {str(variant): _parse_yes_no_mass(summary, fail, f"{field}.{variant}")
             for variant, summary in raw.items() if summary is not None}
 
 
@@ -260,7 +279,8 @@ def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
         samples=samples,
         yes_no_mass=_parse_yes_no_mass(raw.get("first_token"), fail),
         p_true=_parse_p_true(raw.get("p_true"), fail),
-        image_variant_masses=_parse_image_variants(raw.get("image_variants"), fail),
+        image_variant_masses=_parse_variants(raw.get("image_variants"), fail, "image_variants"),
+        question_variant_masses=_parse_variants(raw.get("question_variants"), fail, "question_variants"),
         source=source,
     )
 

@@ -25,6 +25,7 @@ from semantic_entropy.generations_io import (
     SAMPLE_TOKEN_LOGPROBS,
     QuestionGenerations,
     image_variant_field,
+    question_variant_field,
 )
 from semantic_entropy.judges import Judgement
 
@@ -136,16 +137,23 @@ MEASURES: tuple[Measure, ...] = (
 # Vision-aware measures (issue 8; docs/method.md): they need stage 1's --image-variants, and
 # older generations files skip them with a message.
 
-CONTRASTED_VARIANTS = ("mean", "blur", "noise")
+# mean/blur/noise: stage 1 --image-variants; mask_*: semantic_entropy.vision_probes.
+CONTRASTED_VARIANTS = ("mean", "blur", "noise", "mask_attended", "mask_random")
 MILD_PERTURBATIONS = ("blur", "noise")  # pooled with the real image by perturbation_yes_no_entropy
+REWORDINGS = ("contain", "see")  # semantic_entropy.vision_probes.REWORDINGS
 
 
 def _variant_mass(inputs: MeasureInputs, variant: str) -> tuple[float, float]:
     return inputs.record.image_variant_masses[variant]
 
 
-def _needs_variants(*variants: str) -> frozenset[str]:
-    return frozenset({FIRST_TOKEN_YES_NO_MASS, *(image_variant_field(v) for v in variants)})
+def _rewording_mass(inputs: MeasureInputs, rewording: str) -> tuple[float, float]:
+    return inputs.record.question_variant_masses[rewording]
+
+
+def _needs_variants(*variants: str, rewordings: Sequence[str] = ()) -> frozenset[str]:
+    return frozenset({FIRST_TOKEN_YES_NO_MASS, *(image_variant_field(v) for v in variants),
+                      *(question_variant_field(r) for r in rewordings)})
 
 
 def vision_aware_measures() -> tuple[Measure, ...]:
@@ -175,6 +183,20 @@ def vision_aware_measures() -> tuple[Measure, ...]:
         lambda x: m.perturbation_yes_no_entropy(
             [x.record.yes_no_mass, *(_variant_mass(x, v) for v in MILD_PERTURBATIONS)]),
         "entropy of the mean yes/no distribution over the real, blurred and noisy images",
+    ))
+    measures.append(Measure(
+        "wording_perturbation_yes_no_entropy", _needs_variants(rewordings=REWORDINGS), USES_NOTHING,
+        lambda x: m.perturbation_yes_no_entropy(
+            [x.record.yes_no_mass, *(_rewording_mass(x, r) for r in REWORDINGS)]),
+        "entropy of the mean yes/no distribution over the question and its rewordings",
+    ))
+    measures.append(Measure(
+        "image_and_wording_perturbation_yes_no_entropy",
+        _needs_variants(*MILD_PERTURBATIONS, rewordings=REWORDINGS), USES_NOTHING,
+        lambda x: m.perturbation_yes_no_entropy(
+            [x.record.yes_no_mass, *(_variant_mass(x, v) for v in MILD_PERTURBATIONS),
+             *(_rewording_mass(x, r) for r in REWORDINGS)]),
+        "entropy of the mean yes/no distribution over the real, blurred and noisy images and the rewordings",
     ))
     return tuple(measures)
 

@@ -67,12 +67,14 @@ def test_perturbation_entropy_flags_flips_under_perturbation():
     assert flipping > stable
 
 
-def _record(variants=None):
+def _record(variants=None, rewordings=None):
     answer = {"text": "Yes", "token_ids": [5, 2], "token_logprobs": [-0.1, -0.01], "ends_with_eos": True}
     raw = {"question_id": 7, "category": "adversarial", "prompt": "Is there a dog?", "greedy": answer,
            "samples": [answer, answer], "first_token": {"yes_mass": 0.72, "no_mass": 0.08}}
     if variants is not None:
         raw["image_variants"] = variants
+    if rewordings is not None:
+        raw["question_variants"] = rewordings
     return parse_generations_record(raw, "test:1")
 
 
@@ -88,11 +90,29 @@ def test_registry_scores_from_a_record_and_skips_older_records():
     assert scores["visual_contrast_blur"] == pytest.approx(H_09 + LN2, abs=1e-9)
     mixture = (0.9 + 0.9 + 0.5) / 3
     assert scores["perturbation_yes_no_entropy"] == pytest.approx(m.binary_entropy(mixture))
-    assert not any(s.measure.startswith(("visual_contrast", "perturbation")) for s in skipped)
+    assert not any(s.measure.startswith(("visual_contrast", "perturbation")) and "mask" not in s.measure
+                   for s in skipped)
 
     old_output, old_skipped = score_question(_record(), settings)
     skipped_names = {s.measure for s in old_skipped}
     new_names = {n for n in MEASURES_BY_NAME if n.startswith(("visual_contrast", "image_independence",
                                                                "contrastive_yes_no", "perturbation"))}
-    assert len(new_names) == 10 and new_names <= skipped_names
+    assert len(new_names) == 16 and new_names <= skipped_names  # 3 per contrasted variant (5), 1 pooled
     assert "yes_no_entropy" in old_output["scores"]
+
+
+def test_masked_and_reworded_probes_score_by_hand():
+    # p(yes) = .9 with the real image and question. Hiding the attended patches flips the answer
+    # (grounded in what it looks at); hiding random ones changes nothing (image-independent).
+    variants = {"blur": {"yes_mass": 0.72, "no_mass": 0.08}, "noise": {"yes_mass": 0.5, "no_mass": 0.5},
+                "mask_attended": {"yes_mass": 0.1, "no_mass": 0.9}, "mask_random": {"yes_mass": 0.9, "no_mass": 0.1}}
+    rewordings = {"contain": {"yes_mass": 0.3, "no_mass": 0.7}, "see": {"yes_mass": 0.9, "no_mass": 0.1}}
+    record = _record(variants, rewordings)
+    settings = ScoringSettings(build_judge("exact"), tuple(select_measures(None)))
+    scores = score_question(record, settings)[0]["scores"]
+    assert scores["visual_contrast_mask_random"] == pytest.approx(H_09 + LN2, abs=1e-9)  # unchanged: + ln 2
+    assert scores["visual_contrast_mask_attended"] == pytest.approx(2 * H_09, abs=1e-9)  # flipped: JS = ln2 - H
+    assert scores["visual_contrast_mask_random"] > scores["visual_contrast_mask_attended"]
+    assert scores["wording_perturbation_yes_no_entropy"] == pytest.approx(m.binary_entropy((0.9 + 0.3 + 0.9) / 3))
+    assert scores["image_and_wording_perturbation_yes_no_entropy"] == pytest.approx(
+        m.binary_entropy((0.9 + 0.9 + 0.5 + 0.3 + 0.9) / 5))
