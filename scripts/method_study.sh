@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Vision-aware uncertainty study (issue 8, docs/method.md): stage 1 with the degraded-image passes
-# (--image-variants), stage 2 (every registered measure, the new ones included), eval_pope and the
-# AUROC/AUPR/PRR table with bootstrap intervals. The table holds the ablations too: each variant
+# (--image-variants), the probes pass (most-attended image tokens hidden, a random-mask control,
+# question rewordings), stage 2 (every registered measure, the new ones included), a logistic
+# combination cross-validated across images, eval_pope and the AUROC/AUPR/PRR table with bootstrap
+# intervals. The table holds the ablations too: each variant
 # alone (visual_contrast_<v>, contrastive_yes_no_entropy_<v>), lambda = 0 (= yes_no_entropy) and the
 # image term alone (image_independence_<v>).
 # Defaults run the embedded ShapesPOPE demo on CPU. Real POPE on a GPU with a real checkpoint:
@@ -28,6 +30,8 @@ DEVICE=${DEVICE:-auto}
 DTYPE=${DTYPE:-auto}
 BATCH_SIZE=${BATCH_SIZE:-}                # empty = stage 1's default
 OUTPUT_DIR=${OUTPUT_DIR:-runs/method_study/$(basename "$MODEL_PATH")}
+MASK_FRACTION=${MASK_FRACTION:-0.1}       # share of the image tokens the probes hide
+COMBINED_FEATURES=${COMBINED_FEATURES:-yes_no_entropy,semantic_entropy,visual_contrast_noise,image_independence_mean,image_independence_blur,image_independence_noise,image_independence_mask_attended,image_independence_mask_random,wording_perturbation_yes_no_entropy}
 PYTHON=${PYTHON:-python}
 # ---------------------------------------------------------------------------------------------
 
@@ -38,7 +42,9 @@ fi
 RUN_DIR="$OUTPUT_DIR/$(basename "${QUESTION_FILE%.jsonl}")_n${NUM_SAMPLES}_t${TEMPERATURE}_seed${SAMPLE_SEED}_variants_${IMAGE_VARIANTS//,/_}"
 ANSWERS_FILE="$RUN_DIR/answers.jsonl"
 GENERATIONS_FILE="$RUN_DIR/generations.jsonl"
-UNCERTAINTY_FILE="$RUN_DIR/uncertainty_exact.jsonl"
+PROBED_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}.jsonl"
+UNCERTAINTY_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}.jsonl"
+COMBINED_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}_cv.jsonl"
 EVAL_DIR="$RUN_DIR/eval_exact"
 mkdir -p "$RUN_DIR"
 
@@ -55,15 +61,26 @@ batch_args=()
     --seed "$SAMPLE_SEED" --conv-mode "$CONV_MODE" --image-variants "$IMAGE_VARIANTS" \
     --device "$DEVICE" --dtype "$DTYPE" "${batch_args[@]}"
 
+"$PYTHON" -m semantic_entropy.vision_probes \
+    --model-path "$MODEL_PATH" "${vision_args[@]}" --image-folder "$IMAGE_FOLDER" \
+    --generations-file "$GENERATIONS_FILE" --output-file "$PROBED_FILE" --conv-mode "$CONV_MODE" \
+    --mask-fraction "$MASK_FRACTION" --seed "$SAMPLE_SEED" --device "$DEVICE" --dtype "$DTYPE"
+
 "$PYTHON" -m semantic_entropy.compute_se_myself \
-    --generations-file "$GENERATIONS_FILE" --output-file "$UNCERTAINTY_FILE" --judge exact
+    --generations-file "$PROBED_FILE" --output-file "$UNCERTAINTY_FILE" --judge exact
 
 "$PYTHON" -m llava.eval.eval_pope \
     --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
     --result-file "$ANSWERS_FILE" --output-json "$RUN_DIR/pope_metrics.json"
 
-"$PYTHON" -m semantic_entropy.eval_auroc \
+rm -f "$COMBINED_FILE"  # refitted every run: cheap, and it must follow the current scores
+"$PYTHON" -m semantic_entropy.fitted_combination \
     --uncertainty-file "$UNCERTAINTY_FILE" --answers-file "$ANSWERS_FILE" \
+    --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
+    --features "$COMBINED_FEATURES" --output-file "$COMBINED_FILE" --seed "$SAMPLE_SEED"
+
+"$PYTHON" -m semantic_entropy.eval_auroc \
+    --uncertainty-file "$COMBINED_FILE" --answers-file "$ANSWERS_FILE" \
     --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
     --output-dir "$EVAL_DIR" --bootstrap "$BOOTSTRAP" \
     --title "Vision-aware uncertainty on $(basename "$POPE_DIR") ($(basename "$MODEL_PATH"))"

@@ -393,13 +393,36 @@ def per_question_rows(records: Sequence[PopeRecord], joined: JoinedScores) -> li
     ]
 
 
-def write_plots(output_dir: str, joined: JoinedScores) -> list[str]:
-    splits = [plots.SplitScores(split, joined.is_false[mask], {c.key: c.values[mask] for c in joined.columns})
-              for split, mask in split_masks(joined.categories).items()]
+def plotted_columns(joined: JoinedScores, max_curves: int) -> list[ScoreColumn]:
+    """The columns drawn as curves: all when at most `max_curves`, else the best by AUROC over all questions.
+
+    A legend of dozens of curves hides the panels; the tables always hold every column.
+    """
+    if len(joined.columns) <= max_curves:
+        return list(joined.columns)
+
+    def overall_auroc(column: ScoreColumn) -> float:
+        try:
+            return m.auroc(joined.is_false, column.values)
+        except m.UndefinedMetricError:
+            return float("-inf")
+
+    return sorted(joined.columns, key=overall_auroc, reverse=True)[:max_curves]
+
+
+def write_plots(output_dir: str, joined: JoinedScores, max_curves: int = 10) -> list[str]:
+    curves = plotted_columns(joined, max_curves)
+    if len(curves) < len(joined.columns):
+        print(f"curve figures: the {len(curves)} columns with the highest AUROC over all questions "
+              f"(--max-curves; every column is in the tables and score_distributions.png)")
+    masks = split_masks(joined.categories)
+    splits = [plots.SplitScores(split, joined.is_false[mask], {c.key: c.values[mask] for c in curves})
+              for split, mask in masks.items()]
+    everything = plots.SplitScores(ALL_SPLIT, joined.is_false, {c.key: c.values for c in joined.columns})
     return [
         plots.plot_roc_curves(splits, os.path.join(output_dir, "roc_curves.png")),
         plots.plot_rejection_curves(splits, os.path.join(output_dir, "rejection_curves.png")),
-        plots.plot_score_distributions(splits[-1], os.path.join(output_dir, "score_distributions.png")),
+        plots.plot_score_distributions(everything, os.path.join(output_dir, "score_distributions.png")),
     ]
 
 
@@ -426,6 +449,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-partial", action="store_true",
                         help="evaluate only the answered questions of the question file")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--max-curves", type=int, default=10,
+                        help="curves per ROC / rejection panel: the columns with the highest overall AUROC")
     parser.add_argument("--title", default="Uncertainty vs POPE correctness", help="heading of metrics.md")
     args = parser.parse_args(argv)
     if args.bootstrap < 0:
@@ -454,7 +479,7 @@ def run(args: argparse.Namespace) -> dict:
     with open(os.path.join(args.output_dir, "metrics.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
     print(markdown)
-    figures = [] if args.no_plots else write_plots(args.output_dir, joined)
+    figures = [] if args.no_plots else write_plots(args.output_dir, joined, args.max_curves)
 
     upstream = [p + ".manifest.json" for p in [args.answers_file, *args.uncertainty_file]]
     write_manifest(

@@ -253,3 +253,12 @@ def test_module_entry_point_reports_errors(pope_set, tmp_path):
                              *cli_args(paths, tmp_path / "eval", "--no-plots")], capture_output=True, text=True)
     assert result.returncode == 1
     assert "error:" in result.stderr and "question_id 1" in result.stderr
+
+
+def test_curve_figures_keep_the_columns_with_the_highest_auroc():
+    is_false = np.array([1, 1, 0, 0])
+    columns = [eval_auroc.ScoreColumn(name, name, name, np.array(values, dtype=float)) for name, values in
+               (("chance", [0.5, 0.2, 0.5, 0.2]), ("perfect", [0.9, 0.8, 0.1, 0.2]), ("inverted", [0, 0, 1, 1]))]
+    joined = eval_auroc.JoinedScores([1, 2, 3, 4], np.array(["random"] * 4), is_false, columns)
+    assert [c.measure for c in eval_auroc.plotted_columns(joined, 2)] == ["perfect", "chance"]  # AUROC 1, 0.5
+    assert [c.measure for c in eval_auroc.plotted_columns(joined, 3)] == ["chance", "perfect", "inverted"]  # all, as given
