@@ -13,8 +13,8 @@ computes exact first-token yes/no distributions, no sampling:
   query; positions keep their RoPE indices). This is the masking of VAUQ-style probes.
 - `image_variants.mask_random`: the same number of image positions hidden, drawn uniformly
   (per-question seed): the control that says whether *attended* patches matter.
-- `question_variants.<name>`: the question reworded (POPE's "Is there a/an X in the image?"
-  only; other questions get none): `contain` = "Does the image contain a/an X?",
+- `question_variants.<name>`: the question reworded (POPE's "Is there a/an X in the image?",
+  also its "imange" typo, only; other questions get none): `contain` = "Does the image contain a/an X?",
   `see` = "Can you see a/an X in the image?". The answer-format suffix is kept.
 - `attention_probe`: of that first-answer-token query, `image_share` (attention mass on the
   image positions, mean over heads and the selected layers), `top_share` (share of the image
@@ -50,7 +50,8 @@ from semantic_entropy.attention_stats import parse_layer_range
 from semantic_entropy.distributed import write_in_order
 
 MASK_VARIANTS = ("mask_attended", "mask_random")
-POPE_QUESTION = re.compile(r"^Is there (an?) (.+) in the image\?$")
+# POPE's files spell some "an" questions "in the imange?"; both forms are POPE questions.
+POPE_QUESTION = re.compile(r"^Is there (an?) (.+) in the (?:image|imange)\?$")
 REWORDINGS = {
     "contain": "Does the image contain {article} {name}?",
     "see": "Can you see {article} {name} in the image?",
@@ -67,6 +68,8 @@ def reworded_questions(text: str) -> dict[str, str]:
 
     >>> reworded_questions("Is there an apple in the image?" + POPE_ANSWER_SUFFIX)["contain"]
     'Does the image contain an apple?\\nAnswer the question using a single word or phrase.'
+    >>> reworded_questions("Is there an umbrella in the imange?")["see"]
+    'Can you see an umbrella in the image?'
     >>> reworded_questions("What colour is the car?")
     {}
     """
@@ -115,7 +118,7 @@ def normalised_entropy(weights: torch.Tensor) -> torch.Tensor:
     [1.0, 0.0]
     """
     p = weights / weights.sum(dim=-1, keepdim=True)
-    return -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1) / math.log(weights.shape[-1])
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1) / math.log(weights.shape[-1]) + 0.0  # no -0.0
 
 
 def yes_no_masses(logits: torch.Tensor, yes_ids, no_ids) -> list[dict]:

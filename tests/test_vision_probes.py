@@ -113,3 +113,9 @@ def test_cost_is_one_capture_two_masked_and_one_per_rewording_prefill(tiny_check
 def test_bad_mask_fraction_is_refused():
     with pytest.raises(ValueError, match="mask-fraction"):
         vision_probes.number_of_masked_patches(576, 1.5)
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(vision_probes).failed == 0
