@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Vision-aware uncertainty study (issue 8, docs/method.md): stage 1 with the degraded-image passes
 # (--image-variants), the probes pass (most-attended image tokens hidden, a random-mask control,
-# question rewordings), stage 2 (every registered measure, the new ones included), a logistic
+# question rewordings), the p(True) pass, stage 2 (every registered measure, the new ones included), a logistic
 # combination cross-validated across images, eval_pope and the AUROC/AUPR/PRR table with bootstrap
 # intervals. The table holds the ablations too: each variant
 # alone (visual_contrast_<v>, contrastive_yes_no_entropy_<v>), lambda = 0 (= yes_no_entropy) and the
@@ -43,6 +43,7 @@ RUN_DIR="$OUTPUT_DIR/$(basename "${QUESTION_FILE%.jsonl}")_n${NUM_SAMPLES}_t${TE
 ANSWERS_FILE="$RUN_DIR/answers.jsonl"
 GENERATIONS_FILE="$RUN_DIR/generations.jsonl"
 PROBED_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}.jsonl"
+SCORED_INPUT_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}_ptrue.jsonl"
 UNCERTAINTY_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}.jsonl"
 COMBINED_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}_cv.jsonl"
 EVAL_DIR="$RUN_DIR/eval_exact"
@@ -66,8 +67,13 @@ batch_args=()
     --generations-file "$GENERATIONS_FILE" --output-file "$PROBED_FILE" --conv-mode "$CONV_MODE" \
     --mask-fraction "$MASK_FRACTION" --seed "$SAMPLE_SEED" --device "$DEVICE" --dtype "$DTYPE"
 
+"$PYTHON" -m semantic_entropy.p_true \
+    --model-path "$MODEL_PATH" "${vision_args[@]}" --image-folder "$IMAGE_FOLDER" \
+    --generations-file "$PROBED_FILE" --output-file "$SCORED_INPUT_FILE" --conv-mode "$CONV_MODE" \
+    --device "$DEVICE" --dtype "$DTYPE"
+
 "$PYTHON" -m semantic_entropy.compute_se_myself \
-    --generations-file "$PROBED_FILE" --output-file "$UNCERTAINTY_FILE" --judge exact
+    --generations-file "$SCORED_INPUT_FILE" --output-file "$UNCERTAINTY_FILE" --judge exact
 
 "$PYTHON" -m llava.eval.eval_pope \
     --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
