@@ -16,17 +16,16 @@ Each image's prompt prefix is computed once for all its questions, as in stage 1
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 from tqdm import tqdm
 
 from llava.constants import POPE_ANSWER_SUFFIX
-from llava.eval.model_vqa_loader import add_model_args, load_model_from_args
-from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
+from llava.eval.model_vqa_loader import load_model_from_args
+from llava.jsonl_io import JsonlAppender
 from llava.utils import write_manifest
 from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.distributed import write_in_order
+from semantic_entropy.generation_passes import add_pass_args, pending_records, put_in_question_order
 from semantic_entropy.prefix_groups import group_batches, group_questions, plan_batches
 from semantic_entropy.sampler import SamplingSettings, sample_shared_prefix
 
@@ -67,20 +66,15 @@ def p_true_of_batch(model, groups, pixel_values, yes_ids, no_ids, eos_token_id) 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(parser)
-    parser.add_argument("--image-folder", required=True)
-    parser.add_argument("--generations-file", required=True)
-    parser.add_argument("--output-file", required=True, help="the generations with p_true added")
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    add_pass_args(parser, "p_true")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images-per-batch", type=int, default=16)
     args = parser.parse_args(argv)
 
     tokenizer, model, image_processor, _ = load_model_from_args(args)
     yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
+    records = pending_records(args.generations_file, args.output_file)
     write_manifest(args.output_file + ".manifest.json", vars(args), template=P_TRUE_TEMPLATE)
-    done = completed_ids(args.output_file)
-    records = {r["question_id"]: r for _, r in iter_jsonl(args.generations_file) if r["question_id"] not in done}
     # The p(True) prompts as pseudo-questions: same image, the new text.
     asks = [{"question_id": qid, "image": r["image"], "text": p_true_question(r["prompt"], r["greedy"]["text"])}
             for qid, r in records.items()]
@@ -92,9 +86,7 @@ def main(argv=None) -> None:
             for question, value in zip([q for g in batch["groups"] for q in g.questions], values):
                 out.write({**records[question["question_id"]], "p_true": value})
             bar.update(len(values))
-    order = {qid: rank for rank, qid in enumerate(r["question_id"] for _, r in iter_jsonl(args.generations_file))}
-    write_in_order(args.output_file, [r for _, r in iter_jsonl(args.output_file)], order)
-    print(f"wrote {os.path.abspath(args.output_file)}")
+    put_in_question_order(args.output_file, args.generations_file)
 
 
 if __name__ == "__main__":

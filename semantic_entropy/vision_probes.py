@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from llava.constants import IMAGE_TOKEN_INDEX, POPE_ANSWER_SUFFIX
 from llava.conversation import build_prompt
-from llava.eval.model_vqa_loader import add_model_args, hash_seed, load_model_from_args
+from llava.eval.model_vqa_loader import hash_seed, load_model_from_args
 from llava.eval.vqa_data import QuestionDataset, batches
-from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
+from llava.jsonl_io import JsonlAppender
 from llava.mm_utils import tokenizer_image_token
 from llava.model.generation import StepRunner
 from llava.utils import write_manifest
@@ -47,7 +47,7 @@ from semantic_entropy.answer_tokens import yes_no_token_ids
 from semantic_entropy.attention_capture import (AnswerAttentionCollector, attention_capture,
                                                 decoder_attention_modules, prompt_layout)
 from semantic_entropy.attention_stats import parse_layer_range
-from semantic_entropy.distributed import write_in_order
+from semantic_entropy.generation_passes import add_pass_args, pending_records, put_in_question_order
 
 MASK_VARIANTS = ("mask_attended", "mask_random")
 # POPE's files spell some "an" questions "in the imange?"; both forms are POPE questions.
@@ -203,30 +203,21 @@ def merge_probe(record: dict, probe: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(parser)
-    parser.add_argument("--image-folder", required=True)
-    parser.add_argument("--generations-file", required=True)
-    parser.add_argument("--output-file", required=True, help="the generations with the probe fields added")
-    parser.add_argument("--conv-mode", default="vicuna_v1")
+    add_pass_args(parser, "the probe fields")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=None, help="image loaders (default 4 on CUDA, 0 on CPU)")
     parser.add_argument("--mask-fraction", type=float, default=0.1, help="share of the image tokens hidden")
     parser.add_argument("--layers", default=None, help="layers a:b whose attention picks the patches (default all)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the random-mask control")
     args = parser.parse_args(argv)
-    if os.path.abspath(args.output_file) == os.path.abspath(args.generations_file):
-        raise SystemExit("--output-file must differ from --generations-file")
-
+    records = pending_records(args.generations_file, args.output_file)
     tokenizer, model, image_processor, _ = load_model_from_args(args)
     yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
     layers = parse_layer_range(args.layers, model.config.text_config.num_hidden_layers)
     number_of_masked_patches(576, args.mask_fraction)  # checks the fraction before any work
     write_manifest(args.output_file + ".manifest.json", vars(args), rewordings=REWORDINGS,
                    model_path=os.path.abspath(args.model_path))
-    done = completed_ids(args.output_file)
-    records = {r["question_id"]: r for _, r in iter_jsonl(args.generations_file)}
-    pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]}
-               for qid, r in records.items() if qid not in done]
+    pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]} for qid, r in records.items()]
     dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
     workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
     with JsonlAppender(args.output_file) as out, tqdm(total=len(pending), unit="q", desc="probes") as bar:
@@ -238,9 +229,7 @@ def main(argv=None) -> None:
             for question, probe in zip(batch["questions"], probes):
                 out.write(merge_probe(records[question["question_id"]], probe))
             bar.update(len(probes))
-    order = {qid: rank for rank, qid in enumerate(records)}
-    write_in_order(args.output_file, [r for _, r in iter_jsonl(args.output_file)], order)
-    print(f"wrote {os.path.abspath(args.output_file)}")
+    put_in_question_order(args.output_file, args.generations_file)
 
 
 def dataset_ids(dataset: QuestionDataset, text: str) -> torch.Tensor:

@@ -10,8 +10,9 @@ import pytest
 from semantic_entropy import polygraph_adapter as pa
 from semantic_entropy import polygraph_measures
 from semantic_entropy.generations_io import Answer, QuestionGenerations
-from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, NEUTRAL, ExactJudge, PairwiseJudge
+from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, NEUTRAL, ExactJudge
 from semantic_entropy.registry import select_measures
+from tests.judge_stubs import VerdictJudge
 
 PROMPT = "Is there a dog in the image?\nAnswer the question using a single word or phrase."
 
@@ -23,25 +24,6 @@ def answer(text, logprobs, eos=True, entropies=None):
 def question(samples, greedy=None, prompt=PROMPT, **extra):
     return QuestionGenerations(question_id=1, category="random", prompt=prompt, greedy=greedy,
                                samples=tuple(samples), **extra)
-
-
-class VerdictJudge(PairwiseJudge):
-    """A stub NLI model: (premise, hypothesis) -> label, 0.8 on that label and 0.1 on the others."""
-
-    name = "stub"
-
-    def __init__(self, verdicts, default=NEUTRAL):
-        super().__init__()
-        self.verdicts, self.default = verdicts, default
-
-    def _model_input(self, question, premise, hypothesis):
-        return premise, hypothesis
-
-    def _predict(self, model_inputs):
-        labels = [self.verdicts.get(pair, self.default) for pair in model_inputs]
-        probs = np.full((len(labels), 3), 0.1)
-        probs[np.arange(len(labels)), labels] = 0.8
-        return probs
 
 
 @pytest.mark.parametrize("module", [pa, polygraph_measures])

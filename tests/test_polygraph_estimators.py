@@ -23,11 +23,12 @@ from semantic_entropy import measures as m  # noqa: E402
 from semantic_entropy import polygraph_estimators as pe  # noqa: E402
 from semantic_entropy.compute_se_myself import main as compute_se_main  # noqa: E402
 from semantic_entropy.generations_io import Answer, QuestionGenerations, iter_generations  # noqa: E402
-from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, NEUTRAL, ExactJudge, PairwiseJudge  # noqa: E402
+from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, ExactJudge  # noqa: E402
 from semantic_entropy.polygraph_adapter import kept_sample_indices  # noqa: E402
 from semantic_entropy.polygraph_measures import WIRED_ESTIMATORS  # noqa: E402
 from semantic_entropy.registry import select_measures  # noqa: E402
 from semantic_entropy.scoring import ScoringSettings, score_question  # noqa: E402
+from tests.judge_stubs import VerdictJudge  # noqa: E402
 
 TOL = 1e-6
 PROMPT = "Is there a dog in the image?\nAnswer the question using a single word or phrase."
@@ -42,25 +43,6 @@ def question(samples, greedy=None, prompt=PROMPT, question_id=1, **extra):
     greedy = greedy or answer("Yes", [-0.25, -0.5, -0.01], entropies=[0.6, 0.2, 0.05])
     return QuestionGenerations(question_id=question_id, category="random", prompt=prompt, greedy=greedy,
                                samples=tuple(samples), **extra)
-
-
-class VerdictJudge(PairwiseJudge):
-    """A stub NLI model: (premise, hypothesis) -> label, 0.8 on that label and 0.1 on the others."""
-
-    name = "stub"
-
-    def __init__(self, verdicts, default=NEUTRAL):
-        super().__init__()
-        self.verdicts, self.default = verdicts, default
-
-    def _model_input(self, question, premise, hypothesis):
-        return premise, hypothesis
-
-    def _predict(self, model_inputs):
-        labels = [self.verdicts.get(pair, self.default) for pair in model_inputs]
-        probs = np.full((len(labels), 3), 0.1)
-        probs[np.arange(len(labels)), labels] = 0.8
-        return probs
 
 
 def polygraph(name):
