@@ -27,7 +27,7 @@ from llava.utils import write_manifest
 from semantic_entropy.answer_tokens import yes_no_token_ids
 from semantic_entropy.generation_passes import add_pass_args, pending_records, put_in_question_order
 from semantic_entropy.prefix_groups import group_batches, group_questions, plan_batches
-from semantic_entropy.sampler import SamplingSettings, sample_shared_prefix
+from semantic_entropy.sampler import first_token_probs_shared_prefix
 
 P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?" + POPE_ANSWER_SUFFIX
 
@@ -57,11 +57,8 @@ def p_true_of_batch(model, groups, pixel_values, yes_ids, no_ids, eos_token_id) 
     features = model.encode_images(pixel_values)
     embeds, mask, positions = model.embed_multimodal([torch.tensor(g.prefix_ids) for g in groups], features)
     suffixes = [(row, ids) for row, g in enumerate(groups) for ids in g.suffix_ids]
-    settings = SamplingSettings(num_samples=0, max_new_tokens=1)  # the first token's distribution only
-    generators = [torch.Generator() for _ in suffixes]
-    results = sample_shared_prefix(model, embeds, mask, positions, suffixes, generators, settings, eos_token_id)
-    return [true_probability(float(r.first_token_probs[yes_ids].sum()), float(r.first_token_probs[no_ids].sum()))
-            for r in results]
+    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (Nq, V)
+    return [true_probability(float(row[yes_ids].sum()), float(row[no_ids].sum())) for row in probs]
 
 
 def main(argv=None) -> None:

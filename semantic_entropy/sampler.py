@@ -285,3 +285,16 @@ def _assemble(finished: list[_Path], first_probs: torch.Tensor, eos_token_id: in
     samples = [answer(p) for p in finished for _ in range(p.num_samples)]
     distinct = sum(1 for p in finished if p.num_samples > 0)
     return QuestionResult(answer(greedy[0]), samples, first_probs, distinct)
+
+
+def first_token_probs_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions,
+                                    suffixes: list[tuple[int, list[int]]], eos_token_id: int) -> torch.Tensor:
+    """(Nq, V) first-answer-token probabilities of questions sharing a prefix (no sampling, no decoding).
+
+    Arguments as `sample_shared_prefix`: one prefill per prefix row, one tree step for all suffixes.
+    """
+    settings = SamplingSettings(num_samples=0, max_new_tokens=1)
+    generators = [torch.Generator() for _ in suffixes]  # unused: nothing is sampled
+    results = sample_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, suffixes, generators,
+                                   settings, eos_token_id)
+    return torch.stack([r.first_token_probs for r in results])

@@ -21,8 +21,10 @@ computes exact first-token yes/no distributions, no sampling:
   attention in the hidden top patches), `map_entropy` (entropy of the image attention map,
   divided by ln 576).
 
-Cost per question: 1 + 2 + (number of rewordings) prefills of the prompt (5 for POPE), no
-decoding; the image is encoded once. Resumable; records keep their stage-1 fields.
+Cost per question: 3 prefills of its prompt (capture, two masks), no decoding; the rewordings
+share their image's prefix as stage 1 does (one prefill per image, one tree step of the
+reworded questions' own tokens), and each image is encoded once per batch. Resumable; records
+keep their stage-1 fields.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from tqdm import tqdm
 from llava.constants import IMAGE_TOKEN_INDEX, POPE_ANSWER_SUFFIX
 from llava.conversation import build_prompt
 from llava.eval.model_vqa_loader import hash_seed, load_model_from_args
-from llava.eval.vqa_data import QuestionDataset, batches
 from llava.jsonl_io import JsonlAppender
 from llava.mm_utils import tokenizer_image_token
 from llava.model.generation import StepRunner
@@ -48,6 +49,8 @@ from semantic_entropy.attention_capture import (AnswerAttentionCollector, attent
                                                 decoder_attention_modules, prompt_layout)
 from semantic_entropy.attention_stats import parse_layer_range
 from semantic_entropy.generation_passes import add_pass_args, pending_records, put_in_question_order
+from semantic_entropy.prefix_groups import Group, group_batches, group_questions, plan_batches, split_at_image
+from semantic_entropy.sampler import first_token_probs_shared_prefix
 
 MASK_VARIANTS = ("mask_attended", "mask_random")
 # POPE's files spell some "an" questions "in the imange?"; both forms are POPE questions.
@@ -121,11 +124,22 @@ def normalised_entropy(weights: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1) / math.log(weights.shape[-1]) + 0.0  # no -0.0
 
 
-def yes_no_masses(logits: torch.Tensor, yes_ids, no_ids) -> list[dict]:
-    """{"yes_mass", "no_mass"} of each row of (B, V) first-token logits."""
-    probs = torch.softmax(logits.float(), dim=-1)  # (B, V)
+def yes_no_masses(probs: torch.Tensor, yes_ids, no_ids) -> list[dict]:
+    """{"yes_mass", "no_mass"} of each row of (B, V) first-token probabilities."""
     yes, no = probs[:, yes_ids].sum(dim=-1).tolist(), probs[:, no_ids].sum(dim=-1).tolist()
     return [{"yes_mass": y, "no_mass": n} for y, n in zip(yes, no)]
+
+
+def reworded_suffixes(question_text: str, prefix_ids: list[int], tokenizer, conv_mode: str) -> dict[str, list[int]]:
+    """{rewording: its prompt's token ids after the image} for a question whose prompt starts with `prefix_ids`."""
+    suffixes = {}
+    for name, text in reworded_questions(question_text).items():
+        ids = tokenizer_image_token(build_prompt(text, conv_mode), tokenizer, IMAGE_TOKEN_INDEX)
+        prefix, suffix = split_at_image(ids)
+        if prefix != prefix_ids:
+            raise ValueError(f"rewording {name!r} changes the prompt before the image: {text!r}")
+        suffixes[name] = suffix
+    return suffixes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,46 +148,54 @@ def yes_no_masses(logits: torch.Tensor, yes_ids, no_ids) -> list[dict]:
 
 
 @torch.inference_mode()
-def probe_batch(model, questions, input_ids, pixel_values, reworded_ids, layers, mask_fraction: float,
-                seed: int, yes_ids, no_ids) -> list[dict]:
-    """The probe fields of each question of a batch.
+def probe_batch(model, groups: list[Group], pixel_values: torch.Tensor, rewordings: list[dict], layers,
+                mask_fraction: float, seed: int, yes_ids, no_ids, eos_token_id: int) -> list[dict]:
+    """The probe fields of each question of a batch of image groups, in group order.
 
-    reworded_ids: per question, {rewording name: prompt ids} (may be empty).
+    groups: the questions of one image each (`prefix_groups.Group`), pixel_values (G, 3, H, W)
+    their images; rewordings: per question, {rewording name: its token ids after the image}.
+    Every question gets its own capture and masked prefills (hiding image keys changes every
+    later position); the rewordings share their image's prefix (one prefill per image, one tree
+    step for all), as stage 1 does.
     """
-    features = model.encode_images(pixel_values)  # (B, N, hidden)
-    embeds, mask, positions = model.embed_multimodal(list(input_ids), features)
+    features = model.encode_images(pixel_values)  # (G, N, hidden): each image once
+    questions = [q for g in groups for q in g.questions]
+    image_of = [index for index, g in enumerate(groups) for _ in g.questions]  # (Q,) group row of each question
+    input_ids = [torch.tensor(g.prefix_ids + suffix) for g in groups for suffix in g.suffix_ids]
+    embeds, mask, positions = model.embed_multimodal(input_ids, features[image_of])  # (Q, T, hidden)
     layout = prompt_layout(input_ids, features.shape[1], embeds.shape[1])
     collector = AnswerAttentionCollector(layout, len(decoder_attention_modules(model)), embeds.device)
     with attention_capture(model, collector):
         real = StepRunner(model, embeds, mask, positions)
         collector.end_step()
-    attention = collector.image_steps[0][:, list(layers)]  # (B, L', H, N) on the CPU
-    image_map = attention.mean(dim=(1, 2))  # (B, N)
+    attention = collector.image_steps[0][:, list(layers)]  # (Q, L', H, N) on the CPU
+    image_map = attention.mean(dim=(1, 2))  # (Q, N)
     num_patches = image_map.shape[1]
     count = number_of_masked_patches(num_patches, mask_fraction)
-    attended = image_map.topk(count, dim=1).indices  # (B, k)
-    drawn = torch.stack([random_patches(q["question_id"], seed, num_patches, count) for q in questions])  # (B, k)
-    columns = layout.image_columns.to(mask.device)  # (B, N)
-    masked = {
-        "mask_attended": StepRunner(model, embeds, hide_image_positions(mask, columns, attended), positions).logits,
-        "mask_random": StepRunner(model, embeds, hide_image_positions(mask, columns, drawn), positions).logits,
-    }
-    variants = {name: yes_no_masses(logits, yes_ids, no_ids) for name, logits in masked.items()}
-    real_masses = yes_no_masses(real.logits, yes_ids, no_ids)
+    attended = image_map.topk(count, dim=1).indices  # (Q, k)
+    drawn = torch.stack([random_patches(q["question_id"], seed, num_patches, count) for q in questions])  # (Q, k)
+    columns = layout.image_columns.to(mask.device)  # (Q, N)
+    hidden = {"mask_attended": attended, "mask_random": drawn}
+    variants = {name: yes_no_masses(StepRunner(model, embeds, hide_image_positions(mask, columns, patches),
+                                               positions).logits.float().softmax(dim=-1), yes_ids, no_ids)
+                for name, patches in hidden.items()}
 
     reworded: list[dict] = [{} for _ in questions]
-    for name in REWORDINGS:
-        rows = [i for i, ids in enumerate(reworded_ids) if name in ids]
-        if not rows:
-            continue
-        r_embeds, r_mask, r_positions = model.embed_multimodal([reworded_ids[i][name] for i in rows], features[rows])
-        for row, masses in zip(rows, yes_no_masses(StepRunner(model, r_embeds, r_mask, r_positions).logits,
-                                                     yes_ids, no_ids)):
-            reworded[row][name] = masses
+    suffixes = [(image_of[q], ids) for q, per in enumerate(rewordings) for ids in per.values()]
+    if suffixes:
+        prefix_embeds, prefix_mask, prefix_positions = model.embed_multimodal(
+            [torch.tensor(g.prefix_ids) for g in groups], features)
+        probs = first_token_probs_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, suffixes,
+                                                eos_token_id)  # (S, V)
+        masses = iter(yes_no_masses(probs, yes_ids, no_ids))
+        for q, per in enumerate(rewordings):
+            for name in per:
+                reworded[q][name] = next(masses)
 
-    top_share = image_map.gather(1, attended).sum(dim=1) / image_map.sum(dim=1)  # (B,)
-    entropy = normalised_entropy(image_map)  # (B,)
-    image_share = attention.sum(dim=-1).mean(dim=(1, 2))  # (B,) mass on the image per head and layer
+    real_masses = yes_no_masses(real.logits.float().softmax(dim=-1), yes_ids, no_ids)
+    top_share = image_map.gather(1, attended).sum(dim=1) / image_map.sum(dim=1)  # (Q,)
+    entropy = normalised_entropy(image_map)  # (Q,)
+    image_share = attention.sum(dim=-1).mean(dim=(1, 2))  # (Q,) mass on the image per head and layer
     return [
         {
             "image_variants": {name: variants[name][i] for name in MASK_VARIANTS},
@@ -204,7 +226,8 @@ def merge_probe(record: dict, probe: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_pass_args(parser, "the probe fields")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="questions per batch")
+    parser.add_argument("--images-per-batch", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=None, help="image loaders (default 4 on CUDA, 0 on CPU)")
     parser.add_argument("--mask-fraction", type=float, default=0.1, help="share of the image tokens hidden")
     parser.add_argument("--layers", default=None, help="layers a:b whose attention picks the patches (default all)")
@@ -218,24 +241,20 @@ def main(argv=None) -> None:
     write_manifest(args.output_file + ".manifest.json", vars(args), rewordings=REWORDINGS,
                    model_path=os.path.abspath(args.model_path))
     pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]} for qid, r in records.items()]
-    dataset = QuestionDataset(pending, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
+    planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), args.batch_size, args.images_per_batch)
     workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+    loader = group_batches(planned, args.image_folder, image_processor, model.config, workers)
     with JsonlAppender(args.output_file) as out, tqdm(total=len(pending), unit="q", desc="probes") as bar:
-        for batch in batches(dataset, args.batch_size, workers):
-            reworded_ids = [{name: dataset_ids(dataset, text) for name, text in reworded_questions(q["text"]).items()}
-                            for q in batch["questions"]]
-            probes = probe_batch(model, batch["questions"], batch["input_ids"], batch["pixel_values"], reworded_ids,
-                                 layers, args.mask_fraction, args.seed, yes_ids, no_ids)
-            for question, probe in zip(batch["questions"], probes):
+        for batch in loader:
+            groups = batch["groups"]
+            rewordings = [reworded_suffixes(q["text"], g.prefix_ids, tokenizer, args.conv_mode)
+                          for g in groups for q in g.questions]
+            probes = probe_batch(model, groups, batch["pixel_values"], rewordings, layers, args.mask_fraction,
+                                 args.seed, yes_ids, no_ids, tokenizer.eos_token_id)
+            for question, probe in zip([q for g in groups for q in g.questions], probes):
                 out.write(merge_probe(records[question["question_id"]], probe))
             bar.update(len(probes))
     put_in_question_order(args.output_file, args.generations_file)
-
-
-def dataset_ids(dataset: QuestionDataset, text: str) -> torch.Tensor:
-    """Prompt ids of a question text, built exactly as the dataset builds the original's."""
-    return tokenizer_image_token(build_prompt(text, dataset.conv_mode), dataset.tokenizer, IMAGE_TOKEN_INDEX,
-                                 return_tensors="pt")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, vision_probes
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.answer_tokens import yes_no_token_ids
+from semantic_entropy.prefix_groups import Group, split_at_image
 
 
 @pytest.fixture(scope="module")
@@ -88,25 +89,27 @@ def test_probes_do_not_depend_on_the_batch_and_feed_stage_2(probed):
         assert name in scores
 
 
-def test_cost_is_one_capture_two_masked_and_one_per_rewording_prefill(tiny_checkpoints):
+def test_cost_is_three_prefills_per_question_and_one_shared_pass_for_the_rewordings(tiny_checkpoints):
     tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     yes, no = yes_no_token_ids(tokenizer, model.scored_vocab_size)
-    questions = [{"question_id": 1, "text": "Is there a red circle in the image?"},
-                 {"question_id": 2, "text": "What is this?"}]  # reworded / not
-    ids = [tokenizer_image_token(build_prompt(q["text"], "vicuna_v1"), tokenizer, return_tensors="pt")
-           for q in questions]
-    reworded = [{name: tokenizer_image_token(build_prompt(text, "vicuna_v1"), tokenizer, return_tensors="pt")
-                 for name, text in vision_probes.reworded_questions(q["text"]).items()} for q in questions]
-    assert len(reworded[0]) == 2 and reworded[1] == {}
+    questions = [{"question_id": 1, "image": "a.png", "text": "Is there a red circle in the image?"},
+                 {"question_id": 2, "image": "a.png", "text": "What is this?"}]  # reworded / not
+    ids = [tokenizer_image_token(build_prompt(q["text"], "vicuna_v1"), tokenizer) for q in questions]
+    prefix = split_at_image(ids[0])[0]
+    group = Group("a.png", prefix, questions, [split_at_image(i)[1] for i in ids])
+    rewordings = [vision_probes.reworded_suffixes(q["text"], prefix, tokenizer, "vicuna_v1") for q in questions]
+    assert len(rewordings[0]) == 2 and rewordings[1] == {}
     calls = {"language": 0, "vision": 0}
     language = model.model.language_model
     hooks = [language.register_forward_hook(lambda *a: calls.__setitem__("language", calls["language"] + 1)),
              model.model.vision_tower.register_forward_hook(lambda *a: calls.__setitem__("vision", calls["vision"] + 1))]
-    pixels = torch.zeros(2, 3, 336, 336)
-    probes = vision_probes.probe_batch(model, questions, ids, pixels, reworded, range(2), 0.1, 0, yes, no)
+    probes = vision_probes.probe_batch(model, [group], torch.zeros(1, 3, 336, 336), rewordings, range(2), 0.1, 0,
+                                       yes, no, tokenizer.eos_token_id)
     for hook in hooks:
         hook.remove()
-    assert calls == {"language": 1 + 2 + 2, "vision": 1}  # capture, 2 masks, 2 rewordings; images once
+    # capture + 2 masks for the batch's questions, then 1 prefix prefill + 1 tree step for every rewording;
+    # the image is encoded once for both questions.
+    assert calls == {"language": 3 + 2, "vision": 1}
     assert probes[1]["question_variants"] == {} and set(probes[0]["question_variants"]) == {"contain", "see"}
 
 
