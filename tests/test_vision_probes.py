@@ -122,3 +122,9 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(vision_probes).failed == 0
+
+
+def test_the_registry_scores_exactly_the_rewordings_the_pass_writes():
+    from semantic_entropy import registry
+
+    assert set(registry.REWORDINGS) == set(vision_probes.REWORDINGS)
