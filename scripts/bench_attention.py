@@ -2,7 +2,7 @@
 
 Compares, on the same POPE-like prompts (about 630 positions, 576 of them image):
   (plain)    vision tower + plain sdpa greedy decoding (`llava.model.generation.greedy_decode`);
-  (capture)  the same with "sdpa_capture" (`semantic_entropy.attention_capture.answer_with_attention`),
+  (capture)  the same with "sdpa_capture" (`semantic_entropy.attention.capture.answer_with_attention`),
              which also keeps every layer's and head's attention row of each answer token;
   (+stats)   capture plus the per-question table row (`attention_stats.question_statistics`).
 and prints seconds per question and the peak GPU memory above the weights, per batch size.
@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sampling import EOS, pope_like_prompts, shaped_random_model  # noqa: E402
 
 from llava.model.generation import greedy_decode  # noqa: E402
-from semantic_entropy.attention_capture import REGIONS, answer_with_attention, prompt_layout  # noqa: E402
-from semantic_entropy.attention_stats import Aggregation, answer_token_rows, question_statistics  # noqa: E402
+from semantic_entropy.attention.capture import REGIONS, answer_with_attention, prompt_layout  # noqa: E402
+from semantic_entropy.attention.stats import Aggregation, answer_token_rows, question_statistics  # noqa: E402
 
 
 def run_plain(model, prompts, pixels, batch_size, max_new_tokens, eos):

@@ -3,7 +3,7 @@
 Compares, in one run, per question 1 greedy answer + N samples:
   (a) the usual loop: one greedy `generate` and N sampled `generate` calls, batch size 1;
   (b) `generate` batched, greedy plus `num_return_sequences=N` (the prefill repeated N times);
-  (c) ours: one prefill per question, samples grouped by prefix (semantic_entropy.sampler);
+  (c) ours: one prefill per question, samples grouped by prefix (semantic_entropy.sampling.sampler);
   (d) the prefill-only bound: vision tower + one forward pass per question.
 
 The random model is shaped so that its answers look like LLaVA's on POPE: after the prompt's
@@ -24,8 +24,8 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import empty_model
-from semantic_entropy.prefix_groups import group_questions, plan_batches
-from semantic_entropy.sampler import SamplingSettings, sample_batch, sample_shared_prefix
+from semantic_entropy.sampling.prefix_groups import group_questions, plan_batches
+from semantic_entropy.sampling.sampler import SamplingSettings, sample_batch, sample_shared_prefix
 
 YES, NO, EOS, COLON = 3869, 1939, 2, 29901  # Llama-2 ids
 

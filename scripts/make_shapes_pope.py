@@ -20,7 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from llava.eval.prepare_pope import prepare_pope_questions, write_questions  # noqa: E402
-from semantic_entropy.shapes_pope import ShapesPopeConfig, write_test_set  # noqa: E402
+from semantic_entropy.demo.shapes_pope import ShapesPopeConfig, write_test_set  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ import sys
 # Run from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from semantic_entropy import demo_training as demo  # noqa: E402
+from semantic_entropy.demo import training as demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

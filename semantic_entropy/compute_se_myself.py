@@ -7,7 +7,7 @@
         [--device auto] [--batch-size 32] [--judge-dtype float32] [--judge-chat-template]
 
 Reads stage-1 generations (JSON lines, or the original notes' single JSON object) and appends
-one JSON line per question to the output (see `semantic_entropy.scoring`). Writes
+one JSON line per question to the output (see `semantic_entropy.scoring.per_question`). Writes
 OUTPUT + ".manifest.json" with the resolved settings, versions and input file. Resumable:
 question_ids already in the output are skipped, and a half-written last line (a crash) is cut
 before appending; resuming with settings that change the scores is refused.
@@ -32,10 +32,10 @@ from importlib import metadata
 from tqdm import tqdm
 
 from llava.jsonl_io import JsonlAppender, JsonlError, completed_ids, write_json_atomic
-from semantic_entropy.generations_io import count_questions, detect_shape, iter_generations
-from semantic_entropy.judges import build_judge, resolve_device
-from semantic_entropy.registry import MEASURES_BY_NAME, is_polygraph_name, select_measures
-from semantic_entropy.scoring import ScoringSettings, score_question
+from semantic_entropy.sampling.generations_io import count_questions, detect_shape, iter_generations
+from semantic_entropy.scoring.judges import build_judge, resolve_device
+from semantic_entropy.scoring.registry import MEASURES_BY_NAME, is_polygraph_name, select_measures
+from semantic_entropy.scoring.per_question import ScoringSettings, score_question
 
 # Settings that change the output; a resumed run must match them.
 OUTPUT_SETTINGS = ("judge", "judge_model", "strict", "question_prefix", "measures", "judge_dtype", "judge_chat_template")

@@ -12,7 +12,7 @@ is wrong. Each uncertainty file (stage 2: one line per question with `question_i
 
 Per POPE split (adversarial, random, popular, in that order, then "all"): n, errors, accuracy,
 error rate, and for every measure of every file AUROC, AUPR of the errors, AURAC, PRR and
-accuracy at each coverage (see `semantic_entropy.metrics`), each with a percentile bootstrap
+accuracy at each coverage (see `semantic_entropy.evaluation.metrics`), each with a percentile bootstrap
 interval that resamples the split's questions (the same resamples for every measure, seeded
 by --seed and the split). A metric that has no value on a split (e.g. every answer right) is
 "n/a" with the reason.
@@ -39,8 +39,8 @@ import numpy as np
 from llava.eval.eval_pope import PopeJoinError, PopeRecord, category_order, format_ids, join_pope
 from llava.jsonl_io import JsonlError, read_keyed_jsonl, write_json_atomic
 from llava.utils import write_manifest
-from semantic_entropy import metrics as m
-from semantic_entropy import plots
+from semantic_entropy.evaluation import metrics as m
+from semantic_entropy.evaluation import plots
 
 ALL_SPLIT = "all"
 SPLIT_STATS = ("n", "n_errors", "accuracy", "error_rate", "accuracy_ci_low", "accuracy_ci_high")

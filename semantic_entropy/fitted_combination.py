@@ -24,7 +24,7 @@ import numpy as np
 
 from llava.eval.eval_pope import join_pope
 from llava.jsonl_io import JsonlError, read_jsonl, write_json_atomic
-from semantic_entropy.distributed import write_in_order
+from semantic_entropy.runs.distributed import write_in_order
 
 
 def image_folds(images: Sequence[str], folds: int, seed: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import os
 
 from llava.eval.vqa_data import load_questions
 from llava.jsonl_io import JsonlError, completed_ids, iter_jsonl
-from semantic_entropy.distributed import write_in_order
+from semantic_entropy.runs.distributed import write_in_order
 
 
 def merge_chunks(question_file: str, chunk_files: list[str], output_file: str, allow_partial: bool = False) -> int:

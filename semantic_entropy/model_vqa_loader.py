@@ -11,7 +11,7 @@ Writes, in question order, one line per question:
   untempered token log-probs and entropies (EOS included and flagged), the first-token yes/no
   probability mass, the sampling settings and the question's seed;
 - with --image-variants: per question, the exact first-token yes/no mass with each degraded
-  image (`image_variants` field; see `semantic_entropy.image_variants`). Cost: one extra
+  image (`image_variants` field; see `semantic_entropy.probes.image_variants`). Cost: one extra
   prefill (vision tower + prompt) per variant per batch row: with prefix sharing that is one
   extra image prefill per image per variant plus one question-extension pass; unshared, one
   extra full-prompt prefill per question per variant. No samples are drawn on them;
@@ -38,11 +38,11 @@ from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
 from llava.mm_utils import get_model_name_from_path
 from llava.utils import short_uuid, write_manifest
 from llava.model.builder import resolve_device
-from semantic_entropy import distributed
-from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.image_variants import degrade_images, first_token_summary, parse_image_variants, variant_settings
-from semantic_entropy.prefix_groups import Group, group_batches, group_questions, plan_batches
-from semantic_entropy.sampler import Answer, SamplingSettings, sample_batch, sample_shared_prefix
+from semantic_entropy.runs import distributed
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.probes.image_variants import degrade_images, first_token_summary, parse_image_variants, variant_settings
+from semantic_entropy.sampling.prefix_groups import Group, group_batches, group_questions, plan_batches
+from semantic_entropy.sampling.sampler import Answer, SamplingSettings, sample_batch, sample_shared_prefix
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,10 +24,10 @@ from llava.constants import POPE_ANSWER_SUFFIX
 from llava.eval.model_vqa_loader import load_model_from_args
 from llava.jsonl_io import JsonlAppender
 from llava.utils import write_manifest
-from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.generation_passes import add_pass_args, pending_records, put_in_question_order
-from semantic_entropy.prefix_groups import group_batches, group_questions, plan_batches
-from semantic_entropy.sampler import first_token_probs_shared_prefix
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.runs.passes import add_pass_args, pending_records, put_in_question_order
+from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches
+from semantic_entropy.sampling.sampler import first_token_probs_shared_prefix
 
 P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?" + POPE_ANSWER_SUFFIX
 

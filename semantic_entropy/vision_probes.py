@@ -44,13 +44,13 @@ from llava.jsonl_io import JsonlAppender
 from llava.mm_utils import tokenizer_image_token
 from llava.model.generation import StepRunner
 from llava.utils import write_manifest
-from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.attention_capture import (AnswerAttentionCollector, attention_capture,
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.attention.capture import (AnswerAttentionCollector, attention_capture,
                                                 decoder_attention_modules, prompt_layout)
-from semantic_entropy.attention_stats import parse_layer_range
-from semantic_entropy.generation_passes import add_pass_args, pending_records, put_in_question_order
-from semantic_entropy.prefix_groups import Group, group_batches, group_questions, plan_batches, split_at_image
-from semantic_entropy.sampler import first_token_probs_shared_prefix
+from semantic_entropy.attention.stats import parse_layer_range
+from semantic_entropy.runs.passes import add_pass_args, pending_records, put_in_question_order
+from semantic_entropy.sampling.prefix_groups import Group, group_batches, group_questions, plan_batches, split_at_image
+from semantic_entropy.sampling.sampler import first_token_probs_shared_prefix
 
 MASK_VARIANTS = ("mask_attended", "mask_random")
 # POPE's files spell some "an" questions "in the imange?"; both forms are POPE questions.

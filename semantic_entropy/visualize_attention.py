@@ -7,9 +7,9 @@ A question file (LLaVA jsonl), e.g. POPE:
         --output-dir D [--generations-file G] [--uncertainty-file U] [--pointing-game metadata.json]
 
 For each greedy answer token the attention row of the query that produced it is captured per
-layer and head (`semantic_entropy.attention_capture`: sdpa for the model, weights for the few
+layer and head (`semantic_entropy.attention.capture`: sdpa for the model, weights for the few
 answer rows only), aggregated as asked (`--head-reduce mean|max`, `--layers a:b`, named in
-every figure), mapped back onto the original image (`semantic_entropy.attention_geometry`:
+every figure), mapped back onto the original image (`semantic_entropy.attention.geometry`:
 padding and resize undone) and drawn.
 
 Writes into D:
@@ -50,11 +50,11 @@ from llava.jsonl_io import JsonlAppender, completed_ids, read_jsonl, read_keyed_
 from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
 from llava.model.builder import resolve_device
 from llava.utils import write_manifest
-from semantic_entropy import distributed
-from semantic_entropy.attention_capture import REGIONS, AnswerAttention, answer_with_attention
-from semantic_entropy.attention_report import (draw_head_grid, draw_region_shares, draw_token_maps, index_page,
+from semantic_entropy.runs import distributed
+from semantic_entropy.attention.capture import REGIONS, AnswerAttention, answer_with_attention
+from semantic_entropy.attention.report import (draw_head_grid, draw_region_shares, draw_token_maps, index_page,
                                                question_page)
-from semantic_entropy.attention_stats import (Aggregation, answer_token_rows, image_map, parse_layer_range,
+from semantic_entropy.attention.stats import (Aggregation, answer_token_rows, image_map, parse_layer_range,
                                               pointing_game, pointing_trial, question_statistics, region_shares)
 
 STATS_FILE = "attention_stats.jsonl"
@@ -124,7 +124,7 @@ def load_side_files(args, question_ids) -> tuple[dict, dict]:
     """question_id -> sample texts, question_id -> scores; ids of questions missing from a given file are an error."""
     samples, scores = {}, {}
     if args.generations_file:
-        from semantic_entropy.generations_io import iter_generations
+        from semantic_entropy.sampling.generations_io import iter_generations
 
         samples = {g.question_id: g.sample_texts for g in iter_generations(args.generations_file)}
     if args.uncertainty_file:
@@ -151,7 +151,7 @@ def pointing_targets(metadata: dict) -> dict:
 
 def asked_class(question_text: str) -> str | None:
     """The ShapesPOPE class a question asks about, or None."""
-    from semantic_entropy.shapes_pope import class_from_question
+    from semantic_entropy.demo.shapes_pope import class_from_question
 
     try:
         return class_from_question(question_text.split("\n")[0])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from semantic_entropy.judges import NEUTRAL, PairwiseJudge
+from semantic_entropy.scoring.judges import NEUTRAL, PairwiseJudge
 
 
 class VerdictJudge(PairwiseJudge):

@@ -6,9 +6,9 @@ import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.generation import greedy_decode
-from semantic_entropy.attention_capture import (CAPTURE_ATTENTION, REGIONS, AnswerAttentionCollector,
+from semantic_entropy.attention.capture import (CAPTURE_ATTENTION, REGIONS, AnswerAttentionCollector,
                                                 answer_with_attention, attention_capture, prompt_layout)
-from semantic_entropy.attention_stats import Aggregation, answer_token_rows, question_statistics
+from semantic_entropy.attention.stats import Aggregation, answer_token_rows, question_statistics
 
 PROMPTS = [
     torch.tensor([1, 5, 6, 7, IMAGE_TOKEN_INDEX, 8, 9, 10, 11]),

@@ -10,8 +10,8 @@ import pytest
 
 from llava.jsonl_io import read_jsonl
 from semantic_entropy.compute_se_myself import main
-from semantic_entropy.generations_io import GenerationsError, iter_generations
-from semantic_entropy.tiny_models import save_tiny_nli_model
+from semantic_entropy.sampling.generations_io import GenerationsError, iter_generations
+from semantic_entropy.demo.tiny_models import save_tiny_nli_model
 
 PROMPT = "Is there a dog in the image?\nAnswer the question using a single word or phrase."
 

@@ -13,8 +13,8 @@ from llava.conversation import build_prompt
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.convert import export_hf_layout
-from semantic_entropy import demo_training as demo
-from semantic_entropy.shapes_pope import make_training_examples
+from semantic_entropy.demo import training as demo
+from semantic_entropy.demo.shapes_pope import make_training_examples
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = REPO_ROOT / demo.DEFAULT_MODEL_FOLDER

@@ -12,9 +12,10 @@ import pytest
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.eval.eval_pope import PopeJoinError
 from llava.jsonl_io import JsonlError
-from semantic_entropy import eval_auroc, plots
+from semantic_entropy import eval_auroc
+from semantic_entropy.evaluation import plots
 from semantic_entropy.eval_auroc import main, run
-from semantic_entropy.metrics import aupr, auroc, prr
+from semantic_entropy.evaluation.metrics import aupr, auroc, prr
 
 OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}
 PER_SPLIT = 12

@@ -7,7 +7,7 @@ import pytest
 
 from llava.jsonl_io import JsonlError, read_jsonl
 from semantic_entropy import fitted_combination
-from semantic_entropy.metrics import auroc
+from semantic_entropy.evaluation.metrics import auroc
 from tests.test_eval_auroc import build_pope_set
 
 

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from semantic_entropy.judges import (
+from semantic_entropy.scoring.judges import (
     CONTRADICTION,
     ENTAILMENT,
     ENTAILMENT_PROMPT,
@@ -22,7 +22,7 @@ from semantic_entropy.judges import (
     parse_entailment_reply,
     pope_yes_no,
 )
-from semantic_entropy.tiny_models import save_tiny_causal_lm, save_tiny_nli_model
+from semantic_entropy.demo.tiny_models import save_tiny_causal_lm, save_tiny_nli_model
 
 QUESTION = "Is there a dog in the image?"
 

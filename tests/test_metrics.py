@@ -1,4 +1,4 @@
-"""semantic_entropy.metrics: hand-worked values, scikit-learn agreement, ties, bootstrap."""
+"""semantic_entropy.evaluation.metrics: hand-worked values, scikit-learn agreement, ties, bootstrap."""
 
 import doctest
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from semantic_entropy import metrics
-from semantic_entropy.metrics import (
+from semantic_entropy.evaluation import metrics
+from semantic_entropy.evaluation.metrics import (
     UndefinedMetricError,
     accuracy_at_coverage,
     aupr,

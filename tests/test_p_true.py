@@ -13,7 +13,7 @@ from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, p_true
 from semantic_entropy import model_vqa_loader as stage1
-from semantic_entropy.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 
 
 def test_p_true_equals_a_direct_first_token_computation(tiny_checkpoints, tmp_path):

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from semantic_entropy import polygraph_adapter as pa
-from semantic_entropy import polygraph_measures
-from semantic_entropy.generations_io import Answer, QuestionGenerations
-from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, NEUTRAL, ExactJudge
-from semantic_entropy.registry import select_measures
+from semantic_entropy.polygraph import adapter as pa
+from semantic_entropy.polygraph import measures as polygraph_measures
+from semantic_entropy.sampling.generations_io import Answer, QuestionGenerations
+from semantic_entropy.scoring.judges import CONTRADICTION, ENTAILMENT, NEUTRAL, ExactJudge
+from semantic_entropy.scoring.registry import select_measures
 from tests.judge_stubs import VerdictJudge
 
 PROMPT = "Is there a dog in the image?\nAnswer the question using a single word or phrase."

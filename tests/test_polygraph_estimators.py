@@ -19,15 +19,15 @@ from lm_polygraph.utils.factory_stat_calculator import FactoryStatCalculator  # 
 from lm_polygraph.utils.manager import UEManager  # noqa: E402
 
 from llava.jsonl_io import read_jsonl  # noqa: E402
-from semantic_entropy import measures as m  # noqa: E402
-from semantic_entropy import polygraph_estimators as pe  # noqa: E402
+from semantic_entropy.scoring import measures as m  # noqa: E402
+from semantic_entropy.polygraph import estimators as pe  # noqa: E402
 from semantic_entropy.compute_se_myself import main as compute_se_main  # noqa: E402
-from semantic_entropy.generations_io import Answer, QuestionGenerations, iter_generations  # noqa: E402
-from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, ExactJudge  # noqa: E402
-from semantic_entropy.polygraph_adapter import kept_sample_indices  # noqa: E402
-from semantic_entropy.polygraph_measures import WIRED_ESTIMATORS  # noqa: E402
-from semantic_entropy.registry import select_measures  # noqa: E402
-from semantic_entropy.scoring import ScoringSettings, score_question  # noqa: E402
+from semantic_entropy.sampling.generations_io import Answer, QuestionGenerations, iter_generations  # noqa: E402
+from semantic_entropy.scoring.judges import CONTRADICTION, ENTAILMENT, ExactJudge  # noqa: E402
+from semantic_entropy.polygraph.adapter import kept_sample_indices  # noqa: E402
+from semantic_entropy.polygraph.measures import WIRED_ESTIMATORS  # noqa: E402
+from semantic_entropy.scoring.registry import select_measures  # noqa: E402
+from semantic_entropy.scoring.per_question import ScoringSettings, score_question  # noqa: E402
 from tests.judge_stubs import VerdictJudge  # noqa: E402
 
 TOL = 1e-6
@@ -160,7 +160,7 @@ def test_eos_only_samples_are_dropped_before_lm_polygraph_sees_them():
 
 
 def test_a_question_whose_samples_are_all_eos_stops_sample_estimators_only():
-    from semantic_entropy.generations_io import GenerationsError
+    from semantic_entropy.sampling.generations_io import GenerationsError
 
     record = question([answer("", [-3.0]), answer("", [-2.5])])
     assert score(record, [polygraph("MaximumSequenceProbability")])["polygraph_MaximumSequenceProbability"] > 0
@@ -279,7 +279,7 @@ def test_cli_writes_polygraph_scores_beside_ours(tmp_path, capsys):
 
 
 def test_registry_measure_estimator_loads_through_the_factory():
-    estimator = FactoryEstimator()("semantic_entropy.polygraph_estimators", {"measure": "yes_no_entropy"})
+    estimator = FactoryEstimator()("semantic_entropy.polygraph.estimators", {"measure": "yes_no_entropy"})
     assert isinstance(estimator, Estimator) and isinstance(estimator, pe.RegistryMeasureEstimator)
     assert str(estimator) == "yes_no_entropy" and estimator.stats_dependencies == ["first_token_yes_no_mass"]
     assert estimator.level == "sequence"
@@ -297,8 +297,8 @@ def test_ue_manager_replays_generations_with_our_calculator(tmp_path):
     expected = {row["question_id"]: row["scores"] for row in read_jsonl(str(output))}
 
     factory = FactoryEstimator()
-    estimators = [factory("semantic_entropy.polygraph_estimators", {"measure": "yes_no_entropy"}),
-                  factory("semantic_entropy.polygraph_estimators", {"measure": "semantic_entropy"}),
+    estimators = [factory("semantic_entropy.polygraph.estimators", {"measure": "yes_no_entropy"}),
+                  factory("semantic_entropy.polygraph.estimators", {"measure": "semantic_entropy"}),
                   factory("SemanticEntropy", {}), factory("DegMat", {})]
     container = pe.calculator_container(pe.GenerationsStatCalculator, {"generations_file": generations})
     (calculator,) = FactoryStatCalculator(BuilderEnvironmentStatCalculator(None))([container])
@@ -327,7 +327,7 @@ def test_first_token_calculator_on_a_tiny_causal_lm():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from llava.model.tiny import build_tokenizer, prompt_corpus, tiny_text_config
-    from semantic_entropy.answer_tokens import yes_no_token_ids
+    from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 
     prompts = ["USER: Is there a dog? ASSISTANT:", "USER: Is there a red circle in the image? ASSISTANT:"]
     tokenizer = build_tokenizer(prompt_corpus([p.split(": ")[1] for p in prompts]), vocab_size=200)

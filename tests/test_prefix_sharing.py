@@ -9,7 +9,7 @@ import torch
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.jsonl_io import read_jsonl
 from semantic_entropy import model_vqa_loader as stage1
-from semantic_entropy.prefix_groups import Group, plan_batches
+from semantic_entropy.sampling.prefix_groups import Group, plan_batches
 from tests.generation_checks import assert_same_generations
 
 QUESTIONS = [("img_0.png", "Is there a red circle in the image?"), ("img_1.png", "Is there a dog in the imange?"),
@@ -65,8 +65,8 @@ def test_cache_is_freed_between_batches(tiny_checkpoints, repeated_images, tmp_p
     from transformers import DynamicCache
 
     from llava.model.builder import load_pretrained_model
-    from semantic_entropy.prefix_groups import group_batches, group_questions
-    from semantic_entropy.sampler import SamplingSettings
+    from semantic_entropy.sampling.prefix_groups import group_batches, group_questions
+    from semantic_entropy.sampling.sampler import SamplingSettings
 
     tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     questions = read_jsonl(str(repeated_images))

@@ -14,8 +14,8 @@ from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import model_vqa_loader as stage1
-from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.sampler import SamplingSettings, draw_tokens, sample_batch, sampling_logits
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampling.sampler import SamplingSettings, draw_tokens, sample_batch, sampling_logits
 from tests.generation_checks import assert_same_generations
 
 

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from semantic_entropy import generations_io, judges, measures, registry
-from semantic_entropy import measures as m
+from semantic_entropy.sampling import generations_io
+from semantic_entropy.scoring import judges, measures, registry
+from semantic_entropy.scoring import measures as m
 
 
 @pytest.mark.parametrize("module", [measures, judges, registry, generations_io])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semantic_entropy import shapes_pope as sp
+from semantic_entropy.demo import shapes_pope as sp
 
 SPLITS = ("adversarial", "random", "popular")
 SMALL = sp.ShapesPopeConfig(seed=0, num_test_images=40, statistics_scenes=500)

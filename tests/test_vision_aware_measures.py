@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from semantic_entropy import measures as m
-from semantic_entropy.generations_io import image_variant_field, parse_generations_record
-from semantic_entropy.judges import build_judge
-from semantic_entropy.registry import MEASURES_BY_NAME, select_measures
-from semantic_entropy.scoring import ScoringSettings, score_question
+from semantic_entropy.scoring import measures as m
+from semantic_entropy.sampling.generations_io import image_variant_field, parse_generations_record
+from semantic_entropy.scoring.judges import build_judge
+from semantic_entropy.scoring.registry import MEASURES_BY_NAME, select_measures
+from semantic_entropy.scoring.per_question import ScoringSettings, score_question
 
 LN2 = math.log(2)
 H_09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325083

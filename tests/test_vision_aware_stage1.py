@@ -9,9 +9,9 @@ import torch
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.jsonl_io import read_jsonl
 from semantic_entropy import compute_se_myself
-from semantic_entropy import image_variants as iv
+from semantic_entropy.probes import image_variants as iv
 from semantic_entropy import model_vqa_loader as stage1
-from semantic_entropy.sampler import SamplingSettings
+from semantic_entropy.sampling.sampler import SamplingSettings
 
 PAIRS = [("img_0.png", "Is there a red circle in the image?"), ("img_1.png", "Is there a dog in the imange?"),
          ("img_0.png", "Is there a blue square in the image?"), ("img_2.png", "What colour is the triangle?"),
@@ -86,7 +86,7 @@ class ForwardCounter:
 def test_cost_is_one_extra_prefill_per_variant(tiny_checkpoints, questions, prefix_sharing):
     from llava.eval.vqa_data import QuestionDataset, batches
     from llava.model.builder import load_pretrained_model
-    from semantic_entropy.prefix_groups import group_batches, group_questions, plan_batches
+    from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches
 
     tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     pending = read_jsonl(str(questions))

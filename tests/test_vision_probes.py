@@ -11,8 +11,8 @@ from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, vision_probes
 from semantic_entropy import model_vqa_loader as stage1
-from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.prefix_groups import Group, split_at_image
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,6 @@ def test_doctests():
 
 
 def test_the_registry_scores_exactly_the_rewordings_the_pass_writes():
-    from semantic_entropy import registry
+    from semantic_entropy.scoring import registry
 
     assert set(registry.REWORDINGS) == set(vision_probes.REWORDINGS)

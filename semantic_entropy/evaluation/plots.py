@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from semantic_entropy.metrics import UndefinedMetricError, auroc, oracle_aurac, rejection_curve, roc_curve
+from semantic_entropy.evaluation.metrics import UndefinedMetricError, auroc, oracle_aurac, rejection_curve, roc_curve
 
 DPI = 120
 PANEL_SIZE = (4.6, 4.0)  # inches per subplot

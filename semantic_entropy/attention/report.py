@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from semantic_entropy.attention_geometry import heatmap_to_original, hottest_patch, patch_box_in_original
-from semantic_entropy.attention_stats import to_grid
+from semantic_entropy.attention.geometry import heatmap_to_original, hottest_patch, patch_box_in_original
+from semantic_entropy.attention.stats import to_grid
 
 HEAT_ALPHA = 0.5
 HEAT_CMAP = "jet"

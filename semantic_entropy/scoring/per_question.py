@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semantic_entropy.generations_io import SAMPLE_TOKEN_LOGPROBS, GenerationsError, QuestionGenerations
-from semantic_entropy.judges import Judge
-from semantic_entropy.registry import USES_SIMILARITY, Measure, MeasureInputs, missing_fields, score_name
+from semantic_entropy.sampling.generations_io import SAMPLE_TOKEN_LOGPROBS, GenerationsError, QuestionGenerations
+from semantic_entropy.scoring.judges import Judge
+from semantic_entropy.scoring.registry import USES_SIMILARITY, Measure, MeasureInputs, missing_fields, score_name
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semantic_entropy.attention_geometry import (
+from semantic_entropy.attention.geometry import (
     boxes_area_fraction,
     hottest_patch,
     padding_patches,

@@ -12,7 +12,7 @@ import os
 
 from llava.eval.model_vqa_loader import add_model_args
 from llava.jsonl_io import completed_ids, iter_jsonl
-from semantic_entropy.distributed import write_in_order
+from semantic_entropy.runs.distributed import write_in_order
 
 
 def add_pass_args(parser: argparse.ArgumentParser, adds: str) -> None:

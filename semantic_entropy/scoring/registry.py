@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from semantic_entropy import measures as m
-from semantic_entropy.generations_io import (
+from semantic_entropy.scoring import measures as m
+from semantic_entropy.sampling.generations_io import (
     FIRST_TOKEN_YES_NO_MASS,
     GREEDY_TOKEN_ENTROPIES,
     GREEDY_TOKEN_LOGPROBS,
@@ -27,7 +27,7 @@ from semantic_entropy.generations_io import (
     image_variant_field,
     question_variant_field,
 )
-from semantic_entropy.judges import Judgement
+from semantic_entropy.scoring.judges import Judgement
 
 USES_NOTHING = "nothing"  # the judge does not change the score
 USES_CLUSTERS = "clusters"  # judge, strictness and question prefix change the score
@@ -253,7 +253,7 @@ def missing_fields(measure: Measure, available: frozenset[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Hook for LM-Polygraph's estimators (optional extra `polygraph`; see semantic_entropy.polygraph_measures)
+# Hook for LM-Polygraph's estimators (optional extra `polygraph`; see semantic_entropy.polygraph.measures)
 
 POLYGRAPH_PREFIX = "polygraph:"
 
@@ -271,7 +271,7 @@ def polygraph_measures(names: Sequence[str], judge=None) -> list[Measure]:
     """LM-Polygraph estimators as measures; lm_polygraph is imported only when names are given."""
     if not names:
         return []
-    from semantic_entropy.polygraph_measures import polygraph_measure  # imports registry: import here
+    from semantic_entropy.polygraph.measures import polygraph_measure  # imports registry: import here
 
     measures = [polygraph_measure(name, judge) for name in names]
     return list({measure.name: measure for measure in reversed(measures)}.values())[::-1]  # first of each name

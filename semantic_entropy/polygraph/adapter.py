@@ -1,7 +1,7 @@
 """Our generations and judge verdicts as LM-Polygraph statistics, in LM-Polygraph's conventions.
 
 Pure functions (numpy only): this module does not import lm_polygraph, so the core package can
-use and test it without the `polygraph` extra. `semantic_entropy.polygraph_measures` feeds
+use and test it without the `polygraph` extra. `semantic_entropy.polygraph.measures` feeds
 these statistics to the library's own estimators.
 
 One question is one batch item (B = 1); `stack_statistics` joins several. The statistics and
@@ -55,8 +55,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semantic_entropy.generations_io import Answer, QuestionGenerations
-from semantic_entropy.judges import CONTRADICTION, ENTAILMENT, LABELS, Judge, PairwiseJudge
+from semantic_entropy.sampling.generations_io import Answer, QuestionGenerations
+from semantic_entropy.scoring.judges import CONTRADICTION, ENTAILMENT, LABELS, Judge, PairwiseJudge
 
 UNKNOWN_TOKEN_ID = -1  # token ids are not kept by the parsed records; only their count is used
 SMALLEST_PROBABILITY = np.finfo(np.float64).tiny  # floor before taking logs

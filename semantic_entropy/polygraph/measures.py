@@ -2,7 +2,7 @@
 
 Needs the optional extra: `pip install -e '.[polygraph]'` (lm-polygraph 0.7.0); lm_polygraph is
 imported only when such a measure is built. Each question is one LM-Polygraph batch of one
-item; its statistics come from `semantic_entropy.polygraph_adapter` in LM-Polygraph's
+item; its statistics come from `semantic_entropy.polygraph.adapter` in LM-Polygraph's
 conventions (sums of token log-probs with EOS, samples that are only EOS dropped, ...), and
 the estimator is built by LM-Polygraph's `FactoryEstimator`.
 
@@ -69,7 +69,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from semantic_entropy.generations_io import (
+from semantic_entropy.sampling.generations_io import (
     GREEDY_TEXT,
     GREEDY_TOKEN_ENTROPIES,
     GREEDY_TOKEN_LOGPROBS,
@@ -77,9 +77,9 @@ from semantic_entropy.generations_io import (
     SAMPLE_TEXTS,
     SAMPLE_TOKEN_LOGPROBS,
 )
-from semantic_entropy.judges import Judge
-from semantic_entropy.polygraph_adapter import SEMANTIC_STATISTICS, polygraph_statistics
-from semantic_entropy.registry import POLYGRAPH_PREFIX, USES_NOTHING, USES_SIMILARITY, Measure, MeasureInputs
+from semantic_entropy.scoring.judges import Judge
+from semantic_entropy.polygraph.adapter import SEMANTIC_STATISTICS, polygraph_statistics
+from semantic_entropy.scoring.registry import POLYGRAPH_PREFIX, USES_NOTHING, USES_SIMILARITY, Measure, MeasureInputs
 
 SCORE_PREFIX = "polygraph_"
 INSTALL_HINT = "pip install -e '.[polygraph]' (lm-polygraph 0.7.0)"

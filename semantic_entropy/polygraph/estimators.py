@@ -3,13 +3,13 @@ stat calculators that feed it (needs the extra: `pip install -e '.[polygraph]'`)
 
 Loadable by LM-Polygraph's factories from this module's path:
 
-    FactoryEstimator()("semantic_entropy.polygraph_estimators", {"measure": "yes_no_entropy"})
-    StatCalculatorContainer(name="GenerationsStatCalculator", builder="semantic_entropy.polygraph_estimators",
+    FactoryEstimator()("semantic_entropy.polygraph.estimators", {"measure": "yes_no_entropy"})
+    StatCalculatorContainer(name="GenerationsStatCalculator", builder="semantic_entropy.polygraph.estimators",
                             cfg={"generations_file": "generations.jsonl"}, stats=..., dependencies=[])
         (`generations_calculator_container` builds it)
 
 - `RegistryMeasureEstimator(measure=NAME, judge=..., strict=..., question_prefix=...)`: any
-  measure of `semantic_entropy.registry` (default `yes_no_entropy`, the exact first-token
+  measure of `semantic_entropy.scoring.registry` (default `yes_no_entropy`, the exact first-token
   yes/no entropy) as a sequence-level estimator; higher = more uncertain, as LM-Polygraph asks.
   Its name is the score name our stage 2 writes (`registry.score_name`), and its statistics
   are named after the measure's `needs` (`STATISTIC_OF_FIELD`), e.g. yes_no_entropy reads
@@ -34,8 +34,8 @@ from lm_polygraph.stat_calculators.stat_calculator import StatCalculator
 from lm_polygraph.utils.dataset import Dataset
 from lm_polygraph.utils.factory_stat_calculator import StatCalculatorContainer
 
-from semantic_entropy.answer_tokens import yes_no_token_ids
-from semantic_entropy.generations_io import (
+from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampling.generations_io import (
     FIRST_TOKEN_YES_NO_MASS,
     GREEDY_TEXT,
     GREEDY_TOKEN_ENTROPIES,
@@ -46,9 +46,9 @@ from semantic_entropy.generations_io import (
     QuestionGenerations,
     iter_generations,
 )
-from semantic_entropy.judges import Judge, build_judge
-from semantic_entropy.polygraph_adapter import SEMANTIC_STATISTICS, polygraph_statistics, stack_statistics
-from semantic_entropy.registry import MEASURES_BY_NAME, USES_NOTHING, MeasureInputs, score_name
+from semantic_entropy.scoring.judges import Judge, build_judge
+from semantic_entropy.polygraph.adapter import SEMANTIC_STATISTICS, polygraph_statistics, stack_statistics
+from semantic_entropy.scoring.registry import MEASURES_BY_NAME, USES_NOTHING, MeasureInputs, score_name
 
 # Our statistics, one entry per batch item.
 YES_NO_MASS = "first_token_yes_no_mass"  # (yes_mass, no_mass)
