@@ -131,6 +131,8 @@ conv_llava_plain = Conversation(
 )
 
 default_conversation = conv_vicuna_v1
+# What LLaVA-1.5's own evaluation scripts pass (--conv-mode vicuna_v1): every tool's default.
+DEFAULT_CONV_MODE = "vicuna_v1"
 conv_templates = {
     "v1": conv_vicuna_v1,
     "vicuna_v1": conv_vicuna_v1,
@@ -139,7 +141,7 @@ conv_templates = {
 }
 
 
-def build_prompt(question: str, conv_mode: str = "vicuna_v1") -> str:
+def build_prompt(question: str, conv_mode: str = DEFAULT_CONV_MODE) -> str:
     """The single-turn LLaVA prompt for `question`, with the image slot before it."""
     if conv_mode not in conv_templates:
         raise ValueError(f"unknown conv mode {conv_mode!r}; known: {sorted(conv_templates)}")

@@ -1,13 +1,9 @@
-"""Small helpers shared by the scripts: answer ids and run manifests."""
+"""Small helpers shared by the scripts: answer ids and per-question seeds."""
 
 from __future__ import annotations
 
-import platform
-import sys
+import hashlib
 import uuid
-from datetime import datetime, timezone
-
-from llava.jsonl_io import write_json_atomic
 
 # shortuuid's alphabet: digits and letters without the look-alikes 0, 1, I, O, l.
 SHORTUUID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -23,23 +19,22 @@ def short_uuid() -> str:
     return "".join(reversed(digits)).rjust(22, SHORTUUID_ALPHABET[0])
 
 
-def package_versions() -> dict:
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("torch", "transformers", "numpy", "tokenizers", "PIL"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # a missing optional package is just not listed
-            pass
-    return versions
+def hash_seed(base_seed: int, question_id) -> int:
+    """A stable 63-bit seed for (base seed, question_id) (Python's hash() is salted per process).
+
+    >>> hash_seed(0, 1) == hash_seed(0, 1) != hash_seed(1, 1)
+    True
+    >>> hash_seed(0, 1)
+    3373202220108974583
+    """
+    digest = hashlib.sha256(f"{base_seed}:{question_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
-def write_manifest(path: str, settings: dict, **extra) -> None:
-    """The run's resolved settings, package versions and time, so a table traces back to its run."""
-    manifest = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": sys.argv,
-        "settings": settings,
-        "versions": package_versions(),
-        **extra,
-    }
-    write_json_atomic(path, manifest)
+def resolve_device(device: str | None) -> str:
+    """'auto' (or None) -> 'cuda' when available, else 'cpu'; anything else unchanged."""
+    if device not in (None, "auto"):
+        return device
+    import torch  # here, so that tools without a model do not pay for importing torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -8,59 +8,58 @@
 
 Reads stage-1 generations (JSON lines, or the original notes' single JSON object) and appends
 one JSON line per question to the output (see `semantic_entropy.scoring.per_question`). Writes
-OUTPUT + ".manifest.json" with the resolved settings, versions and input file. Resumable:
+OUTPUT + ".manifest.json" with the resolved settings, versions and the input's hash. Resumable:
 question_ids already in the output are skipped, and a half-written last line (a crash) is cut
-before appending; resuming with settings that change the scores is refused.
+before appending; resuming with settings that change the scores, or after the generations file
+changed, is refused.
 
 Defaults: the exact judge (free; its scores carry the default names), strict clustering,
-question + ' ' + answer for the NLI judge, every registered measure.
+question + ' ' + answer for the NLI judge, every registered measure. Measures whose inputs the
+generations lack are left out: silently by default, in one line when asked for by --measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
-import json
 import os
-import platform
-import subprocess
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 
 from tqdm import tqdm
 
-from llava.jsonl_io import JsonlAppender, JsonlError, completed_ids, write_json_atomic
+from llava.cli import check_readable_file, new_parser, run_main
+from semantic_entropy.runs.lock import is_locked
+from semantic_entropy.runs.record_output import RecordOutput, RunSpec, open_outputs
 from semantic_entropy.sampling.generations_io import count_questions, detect_shape, iter_generations
-from semantic_entropy.scoring.judges import build_judge, resolve_device
-from semantic_entropy.scoring.registry import MEASURES_BY_NAME, is_polygraph_name, select_measures
+from llava.utils import resolve_device
+from semantic_entropy.scoring.judges import build_judge
 from semantic_entropy.scoring.per_question import ScoringSettings, score_question
+from semantic_entropy.scoring.registry import MEASURES_BY_NAME, is_polygraph_name, select_measures
 
-# Settings that change the output; a resumed run must match them.
-OUTPUT_SETTINGS = ("judge", "judge_model", "strict", "question_prefix", "measures", "judge_dtype", "judge_chat_template")
+TOOL = "semantic_entropy.compute_se_myself"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__)
     parser.add_argument("--generations-file", required=True, help="stage-1 generations (JSON lines or notes JSON)")
     parser.add_argument("--output-file", required=True, help="uncertainty JSON lines, appended to (resumable)")
     parser.add_argument("--judge", choices=("exact", "nli", "llm"), default="exact",
-                        help="how answers are grouped by meaning (default: exact)")
+                        help="how answers are grouped by meaning")
     parser.add_argument("--judge-model", default=None, help="local model folder for the nli or llm judge")
     strictness = parser.add_mutually_exclusive_group()
     strictness.add_argument("--strict", dest="strict", action="store_true", default=True,
-                            help="equivalent = entailment both ways (default)")
+                            help="equivalent = entailment both ways")
     strictness.add_argument("--non-strict", dest="strict", action="store_false",
                             help="equivalent = no contradiction either way and not neutral both ways")
     parser.add_argument("--question-prefix", action=argparse.BooleanOptionalAction, default=True,
-                        help="NLI judge sees question + ' ' + answer (default) or the bare answer")
+                        help="NLI judge sees question + ' ' + answer, or (--no-question-prefix) the bare answer")
     parser.add_argument("--measures", nargs="+", default=None, metavar="NAME", type=measure_name,
-                        help=f"measures to compute (default: all): {', '.join(MEASURES_BY_NAME)}; and "
+                        help=f"measures to compute (None = all): {', '.join(MEASURES_BY_NAME)}; and "
                              "LM-Polygraph's estimators as polygraph:CLASS[:key=value,...] (extra `polygraph`)")
     parser.add_argument("--device", default="auto", help="device of the judge model: auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=32, help="answer pairs per judge forward pass")
-    parser.add_argument("--judge-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--judge-dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                        help="dtype of the judge model")
     parser.add_argument("--judge-chat-template", action="store_true",
                         help="llm judge: wrap the prompt in the tokenizer's chat template")
     args = parser.parse_args(argv)
@@ -94,119 +93,67 @@ def resolved_settings(args: argparse.Namespace) -> dict:
     }
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    settings = resolved_settings(args)
+    execution = {"device": settings.pop("device"), "batch_size": settings.pop("batch_size")}
+    return RunSpec(TOOL, settings, {"generations_file": args.generations_file}, execution)
 
 
-def _versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for package in ("numpy", "torch", "transformers", "tokenizers", "llava-uncertainty", "lm-polygraph"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        versions["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        versions["git_commit"] = None
-    return versions
-
-
-def manifest_path(output_file: str) -> str:
-    return output_file + ".manifest.json"
-
-
-def check_resume_settings(output_file: str, settings: dict) -> None:
-    """Refuse to append to an output written with settings that change the scores."""
-    path = manifest_path(output_file)
-    if not os.path.exists(path):
+def report_unavailable(skipped: dict, asked: list[str] | None) -> None:
+    """One line naming the asked-for measures the generations could not feed (default: say nothing)."""
+    if asked is None:
         return
-    with open(path, encoding="utf-8") as f:
-        previous = json.load(f).get("settings", {})
-    differing = {k: (previous.get(k), settings[k]) for k in OUTPUT_SETTINGS if previous.get(k) != settings[k]}
-    if differing:
-        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in differing.items())
-        raise JsonlError(
-            f"{output_file} was written with other settings ({details}); use another --output-file or delete it"
-        )
+    names = [name for name in skipped if name in asked]
+    if names:
+        print("not computed, the generations lack their inputs: "
+              + "; ".join(f"{name} (no {', '.join(skipped[name]['missing'])}; {skipped[name]['questions']} questions)"
+                          for name in names), file=sys.stderr)
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict:
     """Score every question not yet in the output; returns the final manifest."""
-    settings = resolved_settings(args)
-    done = completed_ids(args.output_file)
-    if done:
-        check_resume_settings(args.output_file, settings)
-    judge = build_judge(
-        args.judge, model_path=args.judge_model, question_prefix=args.question_prefix,
-        device=settings["device"] or "cpu", batch_size=args.batch_size, dtype=args.judge_dtype,
-        use_chat_template=args.judge_chat_template,
-    )
-    measures = select_measures(args.measures, judge=judge)  # polygraph:NAME measures read the judge
-    scoring = ScoringSettings(judge=judge, measures=tuple(measures), strict=args.strict)
-    total = count_questions(args.generations_file)
-    manifest = {
-        "stage": "semantic_entropy.compute_se_myself",
-        "command": [sys.executable, "-m", "semantic_entropy.compute_se_myself",
-                    *(sys.argv[1:] if argv is None else argv)],
-        "input_file": os.path.abspath(args.generations_file),
-        "input_shape": detect_shape(args.generations_file),
-        "input_sha256": _sha256(args.generations_file),
-        "output_file": os.path.abspath(args.output_file),
-        "settings": settings,
-        "judge": judge.describe(),
-        "score_names": scoring.score_names(),
-        "versions": _versions(),
-        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "status": "running",
-    }
-    write_json_atomic(manifest_path(args.output_file), manifest)
-
-    skipped: dict[str, dict] = {}
-    written = 0
-    with JsonlAppender(args.output_file) as out, tqdm(total=total, desc="scores", unit="q", file=sys.stderr) as bar:
-        bar.update(len(done))
-        for record in iter_generations(args.generations_file):
-            if record.question_id in done:
-                continue
-            output, skipped_here = score_question(record, scoring)
-            for skip in skipped_here:
-                if skip.measure not in skipped:
-                    skipped[skip.measure] = {"missing": list(skip.missing), "questions": 0}
-                    bar.write(f"skipping {skip.measure} where the generations lack {', '.join(skip.missing)} "
-                              f"(first: {record.where()})", file=sys.stderr)
-                skipped[skip.measure]["questions"] += 1
-            out.write(output)
-            written += 1
-            bar.update(1)
-
-    manifest.update(
-        status="complete",
-        finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        counts={"written": written, "already_done": len(done), "input_questions": total},
-        skipped_measures=skipped,
-    )
-    write_json_atomic(manifest_path(args.output_file), manifest)
-    for name, info in skipped.items():
-        print(f"skipped {name} for {info['questions']} question(s): no {', '.join(info['missing'])}", file=sys.stderr)
-    return manifest
+    generations_file = check_readable_file(args.generations_file, "generations file")
+    holder = is_locked(generations_file)
+    if holder:
+        raise ValueError(f"{generations_file} is still being written ({holder}); score it when stage 1 is done")
+    total = count_questions(generations_file)
+    output = RecordOutput(args.output_file, run_spec(args))
+    with open_outputs([output]):
+        done = output.done
+        judge = build_judge(
+            args.judge, model_path=args.judge_model, question_prefix=args.question_prefix,
+            device=output.spec.execution["device"] or "cpu", batch_size=args.batch_size, dtype=args.judge_dtype,
+            use_chat_template=args.judge_chat_template,
+        )
+        measures = select_measures(args.measures, judge=judge)  # polygraph:NAME measures read the judge
+        scoring = ScoringSettings(judge=judge, measures=tuple(measures), strict=args.strict)
+        output.record_details({"input_shape": detect_shape(generations_file), "judge": judge.describe(),
+                               "score_names": scoring.score_names()})
+        skipped: dict[str, dict] = {}
+        written = 0
+        with output.appender() as out, tqdm(total=total, desc="scores", unit="q", file=sys.stderr) as bar:
+            bar.update(len(done))
+            for record in iter_generations(generations_file):
+                if record.question_id in done:
+                    continue
+                scored, skipped_here = score_question(record, scoring)
+                for skip in skipped_here:
+                    entry = skipped.setdefault(skip.measure, {"missing": list(skip.missing), "questions": 0,
+                                                              "first": record.where()})
+                    entry["questions"] += 1
+                out.write(scored)
+                written += 1
+                bar.update(1)
+        output.finish(order=None, details={"counts": {"written": written, "already_done": len(done),
+                                                      "input_questions": total},
+                                           "skipped_measures": skipped})
+    report_unavailable(skipped, args.measures)
+    print(f"wrote {os.path.abspath(output.path)} ({written} new, {len(done)} already there)", file=sys.stderr)
+    return output.manifest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args, argv)
-    except (JsonlError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(lambda: run(parse_args(argv), argv))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ import numpy as np
 
 from llava.eval.eval_pope import PopeJoinError, PopeRecord, category_order, format_ids, join_pope
 from llava.jsonl_io import JsonlError, read_keyed_jsonl, write_json_atomic
-from llava.utils import write_manifest
 from semantic_entropy.evaluation import metrics as m
+from semantic_entropy.runs.manifest import describe_inputs, new_manifest, write_manifest
 from semantic_entropy.evaluation import plots
 
 ALL_SPLIT = "all"
@@ -482,19 +482,18 @@ def run(args: argparse.Namespace) -> dict:
     figures = [] if args.no_plots else write_plots(args.output_dir, joined, args.max_curves)
 
     upstream = [p + ".manifest.json" for p in [args.answers_file, *args.uncertainty_file]]
-    write_manifest(
-        os.path.join(args.output_dir, "manifest.json"),
-        {**vars(args), "labels": labels},
-        stage="semantic_entropy.eval_auroc",
-        inputs={"uncertainty_files": [os.path.abspath(p) for p in args.uncertainty_file],
-                "answers_file": os.path.abspath(args.answers_file),
-                "question_file": os.path.abspath(args.question_file),
-                "annotation_dir": os.path.abspath(args.annotation_dir)},
-        upstream_manifests=[os.path.abspath(p) for p in upstream if os.path.exists(p)],
-        coverage=coverage,
-        columns={c.key: {"label": c.label, "measure": c.measure} for c in joined.columns},
-        outputs=["metrics.json", "metrics.csv", "metrics.md", "per_question.csv", *(os.path.basename(p) for p in figures)],
-    )
+    manifest = new_manifest(
+        "semantic_entropy.eval_auroc", args.output_dir, {**vars(args), "labels": labels},
+        describe_inputs({"answers_file": args.answers_file, "question_file": args.question_file,
+                         **{f"uncertainty_file_{i}": p for i, p in enumerate(args.uncertainty_file)}}),
+        details={"annotation_dir": os.path.abspath(args.annotation_dir),
+                 "upstream_manifests": [os.path.abspath(p) for p in upstream if os.path.exists(p)],
+                 "coverage": coverage,
+                 "columns": {c.key: {"label": c.label, "measure": c.measure} for c in joined.columns},
+                 "outputs": ["metrics.json", "metrics.csv", "metrics.md", "per_question.csv",
+                             *(os.path.basename(p) for p in figures)]})
+    manifest["status"] = "complete"
+    write_manifest(os.path.join(args.output_dir, "manifest.json"), manifest)
     return report
 
 

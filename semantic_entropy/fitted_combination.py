@@ -15,13 +15,14 @@ the folds and each fold's coefficients.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 
+from llava.cli import new_parser, run_main
 from llava.eval.eval_pope import join_pope
 from llava.jsonl_io import JsonlError, read_jsonl, write_json_atomic
 from semantic_entropy.runs.distributed import write_in_order
@@ -105,25 +106,26 @@ def combine(uncertainty_file: str, answers_file: str, annotation_dir: str, quest
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--uncertainty-file", required=True)
-    parser.add_argument("--answers-file", required=True)
-    parser.add_argument("--annotation-dir", required=True)
-    parser.add_argument("--question-file", required=True)
+    parser = new_parser(__doc__)
+    parser.add_argument("--uncertainty-file", required=True, help="stage-2 uncertainty jsonl holding the feature scores")
+    parser.add_argument("--answers-file", required=True, help="greedy answers (LLaVA jsonl)")
+    parser.add_argument("--annotation-dir", required=True, help="folder with coco_pope_<category>.json")
+    parser.add_argument("--question-file", required=True, help="the question file the answers belong to")
     parser.add_argument("--features", required=True, help="comma list of score names")
-    parser.add_argument("--output-file", required=True)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--output-file", required=True, help="uncertainty jsonl with the combined score added")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (split by image)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image-to-fold assignment")
     parser.add_argument("--name", default="cv_logistic", help="name of the combined score")
     args = parser.parse_args(argv)
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not features:
-        raise SystemExit("--features lists no score")
+        raise ValueError("--features lists no score")
     summary = combine(args.uncertainty_file, args.answers_file, args.annotation_dir, args.question_file, features,
                       args.output_file, args.folds, args.seed, args.name)
     print(json.dumps({k: v for k, v in summary.items() if k != "fold_models"}))
+    print(f"wrote {args.output_file} and {args.output_file}.summary.json")
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

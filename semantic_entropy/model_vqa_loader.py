@@ -7,7 +7,7 @@ python -m semantic_entropy.model_vqa_loader --model-path M --question-file Q --i
 
 Writes, in question order, one line per question:
 - A: LLaVA's greedy answer records (what `llava.eval.model_vqa_loader` writes; eval_pope reads it);
-- G: the generations (DESIGN section 3): greedy answer and N samples, each with text, token ids,
+- G: the generations (docs/design.md): greedy answer and N samples, each with text, token ids,
   untempered token log-probs and entropies (EOS included and flagged), the first-token yes/no
   probability mass, the sampling settings and the question's seed;
 - with --image-variants: per question, the exact first-token yes/no mass with each degraded
@@ -15,58 +15,70 @@ Writes, in question order, one line per question:
   prefill (vision tower + prompt) per variant per batch row: with prefix sharing that is one
   extra image prefill per image per variant plus one question-extension pass; unshared, one
   extra full-prompt prefill per question per variant. No samples are drawn on them;
-- G.manifest.json: the run's settings and versions; with --save-pkl also G.pkl (arrays).
+- A.manifest.json and G.manifest.json: the run's settings, inputs and versions; with --save-pkl
+  also G.pkl (arrays).
 
 `--temperature` is LLaVA's flag: 0 (greedy) as POPE scripts pass it. The greedy answer is always
 greedy; samples are drawn at `--sampling-temperature` (default 1.0). A `--temperature` above 0
-given without `--sampling-temperature` sets the samples' temperature instead. Rerunning resumes.
+given without `--sampling-temperature` sets the samples' temperature instead. Rerunning resumes;
+a rerun with other settings (model, question file, conv mode, samples, temperatures, seed,
+variants, ...) is refused before the model loads, naming what differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
+import sys
 import time
 
-import torch
 from tqdm import tqdm
 
-from llava.eval.model_vqa_loader import add_model_args, add_question_args, hash_seed, load_model_from_args
-from llava.eval.vqa_data import QuestionDataset, batches, get_chunk, load_questions
-from llava.jsonl_io import JsonlAppender, completed_ids, iter_jsonl
+from llava.cli import add_model_args, add_question_args, load_model_from_args, model_settings, new_parser, \
+    positive_int, run_main
+from llava.eval.vqa_data import QuestionDataset, batches, questions_of_chunk
 from llava.mm_utils import get_model_name_from_path
-from llava.utils import short_uuid, write_manifest
-from llava.model.builder import resolve_device
+from llava.utils import resolve_device
+from semantic_entropy.probes.image_variants import parse_image_variants, variant_settings
 from semantic_entropy.runs import distributed
+from semantic_entropy.runs.record_output import RecordOutput, RunSpec, finish_outputs, open_outputs
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
-from semantic_entropy.probes.image_variants import degrade_images, first_token_summary, parse_image_variants, variant_settings
-from semantic_entropy.sampling.prefix_groups import Group, group_batches, group_questions, plan_batches
-from semantic_entropy.sampling.sampler import Answer, SamplingSettings, sample_batch, sample_shared_prefix
+from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches
+from semantic_entropy.sampling.sampler import SamplingSettings
+from semantic_entropy.sampling.stage1 import (backfill_answers, generation_answer_record, generation_record,
+                                              run_batch_with_variants, run_group_batch_with_variants,
+                                              write_pkl_mirror)
+
+TOOL = "semantic_entropy.model_vqa_loader"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = new_parser(__doc__)
     add_model_args(parser)
-    add_question_args(parser)
-    parser.add_argument("--generations-file", type=str, default=None, help="default: <answers-file stem>.generations.jsonl")
-    parser.add_argument("--num-samples", type=int, default=10)
+    # Questions per batch. Unshared, 20 questions of a 7B model peak near 21 GiB (a 24 GB card);
+    # shared, 128 questions over at most 16 images stay in the same budget.
+    add_question_args(parser, batch_unit="questions per batch; None = 128 with prefix sharing, 20 without",
+                      batch_default=None)
+    parser.add_argument("--generations-file", default=None, help="None = <answers-file stem>.generations.jsonl")
+    parser.add_argument("--num-samples", type=positive_int, default=10, help="sampled answers per question")
     parser.add_argument("--temperature", type=float, default=0.0, help="LLaVA's flag; 0 = greedy answers (see above)")
-    parser.add_argument("--sampling-temperature", type=float, default=None, help="temperature of the samples (default 1.0)")
-    parser.add_argument("--top_p", type=float, default=None, help="nucleus filtering of the samples (default off)")
-    parser.add_argument("--top_k", type=int, default=None, help="top-k filtering of the samples (default off)")
-    parser.add_argument("--num_beams", type=int, default=1)
+    parser.add_argument("--sampling-temperature", type=float, default=None,
+                        help="temperature of the samples; None = 1.0 (or --temperature when it is above 0)")
+    parser.add_argument("--top-p", "--top_p", dest="top_p", type=float, default=None,
+                        help="nucleus filtering of the samples (None = off)")
+    parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=None,
+                        help="top-k filtering of the samples (None = off)")
+    parser.add_argument("--num-beams", "--num_beams", dest="num_beams", type=int, default=1,
+                        help="only 1 (beam search is not supported)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; each question's seed derives from it and its id")
     parser.add_argument("--save-pkl", action="store_true", help="also write a .pkl mirror with numpy arrays")
     parser.add_argument("--prefix-sharing", action=argparse.BooleanOptionalAction, default=True,
-                        help="compute each image's prompt prefix once for all its questions (default on)")
-    parser.add_argument("--images-per-batch", type=int, default=16, help="with prefix sharing: prefixes per batch")
+                        help="compute each image's prompt prefix once for all its questions")
+    parser.add_argument("--images-per-batch", type=positive_int, default=16,
+                        help="with prefix sharing: images (prefixes) per batch")
     parser.add_argument("--image-variants", type=parse_image_variants, default=(), metavar="LIST",
                         help="comma list of degraded images (mean, blur, noise) whose exact first-token yes/no "
-                             "mass is stored per question (default: none); one extra prefill per variant")
-    # Questions per batch. Unshared, 20 questions of a 7B model peak near 21 GiB (a 24 GB card);
-    # shared, 128 questions over at most 16 images stay in the same budget.
-    parser.set_defaults(batch_size=None)
+                             "mass is stored per question; one extra prefill per variant")
     return parser
 
 
@@ -89,196 +101,24 @@ def generations_path(args) -> str:
     return stem + ".generations.jsonl"
 
 
-def answer_record(answer: Answer, tokenizer) -> dict:
-    return {
-        "text": tokenizer.decode(answer.token_ids, skip_special_tokens=True).strip(),
-        "token_ids": answer.token_ids,
-        "token_logprobs": answer.token_logprobs,
-        "token_entropies": answer.token_entropies,
-        "ends_with_eos": answer.ends_with_eos,
-    }
+def sampling_settings(args) -> SamplingSettings:
+    return SamplingSettings(args.num_samples, resolve_sampling_temperature(args), args.top_k, args.top_p,
+                            args.max_new_tokens)
 
 
-def generation_record(question, result, tokenizer, settings, base_seed, model_id, yes_ids, no_ids,
-                      variant_probs: dict | None = None) -> dict:
-    """One generations line; `variant_probs` maps image variant -> that question's (V,) first-token probs."""
-    probs = result.first_token_probs
-    record = {
-        "question_id": question["question_id"],
-        "category": question.get("category"),
-        "image": question["image"],
-        "prompt": question["text"],
-        "model_id": model_id,
-        "greedy": answer_record(result.greedy, tokenizer),
-        "samples": [answer_record(sample, tokenizer) for sample in result.samples],
-        "first_token": {
-            "yes_mass": float(probs[yes_ids].sum()),
-            "no_mass": float(probs[no_ids].sum()),
-            "top_token_id": int(probs.argmax()),
-            "top_prob": float(probs.max()),
-        },
-        "distinct_answers": result.distinct_answers,
-        "sampling": {
-            "num_samples": settings.num_samples,
-            "temperature": settings.temperature,
-            "top_k": settings.top_k,
-            "top_p": settings.top_p,
-            "max_new_tokens": settings.max_new_tokens,
-            "seed": base_seed,
-            "question_seed": hash_seed(base_seed, question["question_id"]),
-        },
-    }
-    if variant_probs:
-        record["image_variants"] = {variant: first_token_summary(p, yes_ids, no_ids)
-                                    for variant, p in variant_probs.items()}
-    return record
-
-
-def llava_answer_record(generation: dict) -> dict:
-    """The greedy answer in LLaVA's answer-file format."""
-    return {
-        "question_id": generation["question_id"],
-        "prompt": generation["prompt"],
-        "text": generation["greedy"]["text"],
-        "answer_id": short_uuid(),
-        "model_id": generation["model_id"],
-        "metadata": {},
-    }
-
-
-def backfill_answers(generations_file: str, answers_file: str, answered: set) -> set:
-    """Answers for generations written before a crash cut the run between the two files."""
-    missing = []
-    if os.path.exists(generations_file):
-        missing = [r for _, r in iter_jsonl(generations_file) if r["question_id"] not in answered]
-    if missing:
-        with JsonlAppender(answers_file) as out:
-            for record in missing:
-                out.write(llava_answer_record(record))
-    return answered | {r["question_id"] for r in missing}
-
-
-def question_generators(questions, seed: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(hash_seed(seed, q["question_id"])) for q in questions]
-
-
-def halves(items: list) -> list[list]:
-    return [items[: len(items) // 2], items[len(items) // 2 :]]
-
-
-@torch.inference_mode()
-def run_batch(model, batch, settings, seed, eos_token_id):
-    """(questions, results) of one unshared batch; on CUDA out-of-memory, the same questions in halves."""
-    try:
-        features = model.encode_images(batch["pixel_values"])
-        embeds, mask, positions = model.embed_multimodal(batch["input_ids"], features)
-        generators = question_generators(batch["questions"], seed)
-        return batch["questions"], sample_batch(model, embeds, mask, positions, generators, settings, eos_token_id)
-    except torch.cuda.OutOfMemoryError:
-        if len(batch["questions"]) == 1:
-            raise
-        torch.cuda.empty_cache()
-        print(f"CUDA out of memory at batch size {len(batch['questions'])}; retrying in halves")
-        questions, results = [], []
-        for part in halves(list(range(len(batch["questions"])))):
-            sub = {key: [value[i] for i in part] for key, value in batch.items() if key != "pixel_values"}
-            sub["pixel_values"] = batch["pixel_values"][part]
-            q, r = run_batch(model, sub, settings, seed, eos_token_id)
-            questions += q
-            results += r
-        return questions, results
-
-
-@torch.inference_mode()
-def run_group_batch(model, groups, pixel_values, settings, seed, eos_token_id):
-    """(questions, results) of one batch of image groups, each image's prefix computed once."""
-    try:
-        features = model.encode_images(pixel_values)  # (G, 576, H)
-        prefixes = [torch.tensor(g.prefix_ids) for g in groups]
-        embeds, mask, positions = model.embed_multimodal(prefixes, features)
-        suffixes = [(row, ids) for row, g in enumerate(groups) for ids in g.suffix_ids]
-        questions = [q for g in groups for q in g.questions]
-        results = sample_shared_prefix(model, embeds, mask, positions, suffixes,
-                                       question_generators(questions, seed), settings, eos_token_id)
-        return questions, results
-    except torch.cuda.OutOfMemoryError:
-        parts = split_groups_in_halves(groups, pixel_values)
-        torch.cuda.empty_cache()
-        print(f"CUDA out of memory on {sum(len(g.questions) for g in groups)} questions; retrying in halves")
-        questions, results = [], []
-        for part_groups, part_pixels in parts:
-            q, r = run_group_batch(model, part_groups, part_pixels, settings, seed, eos_token_id)
-            questions += q
-            results += r
-        return questions, results
-
-
-# The degraded passes: exact first-token distribution only (prefill + question extension, no samples).
-FIRST_TOKEN_ONLY = SamplingSettings(num_samples=0, max_new_tokens=1)
-
-
-def image_variant_probs(run_one, pixel_values, image_names, variants, seed, question_ids) -> list[dict]:
-    """Per question (in `question_ids` order): variant -> (V,) first-token probs with that degraded image.
-
-    `run_one(pixels, settings)` is the batch's own fast path (run_group_batch or run_batch bound to
-    the batch), so each variant costs exactly what one more greedy first token would: one prefill.
-    """
-    per_question = [{} for _ in question_ids]
-    for variant in variants:
-        questions, results = run_one(degrade_images(variant, pixel_values, image_names, seed), FIRST_TOKEN_ONLY)
-        if [q["question_id"] for q in questions] != list(question_ids):
-            raise RuntimeError(f"image variant {variant}: questions came back in another order")
-        for slot, result in zip(per_question, results):
-            slot[variant] = result.first_token_probs
-    return per_question
-
-
-def run_group_batch_with_variants(model, groups, pixel_values, settings, seed, eos_token_id, variants=()):
-    """run_group_batch plus, per question, the first-token probs with each degraded image."""
-    questions, results = run_group_batch(model, groups, pixel_values, settings, seed, eos_token_id)
-    run_one = lambda pixels, s: run_group_batch(model, groups, pixels, s, seed, eos_token_id)  # noqa: E731
-    names = [g.image for g in groups]
-    ids = [q["question_id"] for q in questions]
-    return questions, results, image_variant_probs(run_one, pixel_values, names, variants, seed, ids)
-
-
-def run_batch_with_variants(model, batch, settings, seed, eos_token_id, variants=()):
-    """run_batch plus, per question, the first-token probs with each degraded image."""
-    questions, results = run_batch(model, batch, settings, seed, eos_token_id)
-    run_one = lambda pixels, s: run_batch(model, {**batch, "pixel_values": pixels}, s, seed, eos_token_id)  # noqa: E731
-    names = [q["image"] for q in batch["questions"]]
-    ids = [q["question_id"] for q in questions]
-    return questions, results, image_variant_probs(run_one, batch["pixel_values"], names, variants, seed, ids)
-
-
-def split_groups_in_halves(groups, pixel_values):
-    """Two smaller batches with the same questions: halves of the groups, or of a lone group's questions."""
-    if len(groups) > 1:
-        cut = len(groups) // 2
-        return [(groups[:cut], pixel_values[:cut]), (groups[cut:], pixel_values[cut:])]
-    group = groups[0]
-    if len(group.questions) == 1:
-        raise torch.cuda.OutOfMemoryError("one question does not fit on the GPU")
-    cut = len(group.questions) // 2
-    return [([Group(group.image, group.prefix_ids, group.questions[a:b], group.suffix_ids[a:b])], pixel_values)
-            for a, b in ((0, cut), (cut, len(group.questions)))]
-
-
-def write_pkl_mirror(generations_file: str) -> str:
-    """A pickle of the generations with numpy arrays, for users who want arrays (we only write it)."""
-    import numpy as np
-
-    mirror = {}
-    for _, record in iter_jsonl(generations_file):
-        for answer in [record["greedy"], *record["samples"]]:
-            for key in ("token_ids", "token_logprobs", "token_entropies"):
-                answer[key] = np.asarray(answer[key])
-        mirror[record["question_id"]] = record
-    path = os.path.splitext(generations_file)[0] + ".pkl"
-    with open(path + ".tmp", "wb") as f:
-        pickle.dump(mirror, f)
-    os.replace(path + ".tmp", path)
-    return path
+def run_spec(args, world_size: int) -> RunSpec:
+    """Everything that changes the records is checked on resume; batching and devices are not."""
+    return RunSpec(
+        tool=TOOL,
+        settings={**model_settings(args), "image_folder": os.path.abspath(args.image_folder),
+                  "conv_mode": args.conv_mode, "num_chunks": args.num_chunks, "chunk_idx": args.chunk_idx,
+                  **{f"sampling_{k}": v for k, v in vars(sampling_settings(args)).items()},
+                  "seed": args.seed, "image_variants": variant_settings(args.image_variants)},
+        inputs={"question_file": args.question_file},
+        execution={"device": args.device, "batch_size": resolve_batch_size(args),
+                   "prefix_sharing": args.prefix_sharing, "images_per_batch": args.images_per_batch,
+                   "processes": world_size},
+    )
 
 
 def main(argv=None) -> None:
@@ -294,29 +134,38 @@ def main(argv=None) -> None:
 
 
 def run(args, info: distributed.RankInfo) -> None:
-    settings = SamplingSettings(args.num_samples, resolve_sampling_temperature(args), args.top_k, args.top_p,
-                                args.max_new_tokens)
-    answers_file, generations_file = os.path.expanduser(args.answers_file), generations_path(args)
-    tokenizer, model, image_processor, _ = load_model_from_args(args)
-    yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
-    questions = get_chunk(load_questions(os.path.expanduser(args.question_file)), args.num_chunks, args.chunk_idx)
+    settings = sampling_settings(args)
+    questions = questions_of_chunk(args.question_file, args.num_chunks, args.chunk_idx)
     order = {q["question_id"]: rank for rank, q in enumerate(questions)}
+    spec = run_spec(args, info.world_size)
+    answers_out = RecordOutput(args.answers_file, spec, info)
+    generations_out = RecordOutput(generations_path(args), spec, info)
+    with open_outputs([generations_out, answers_out], info):
+        if info.is_main:  # a crash between the two writes left answers missing: write them now
+            backfill_answers(generations_out.path, answers_out.path, answers_out.done)
+        distributed.barrier(info)
+        answered = answers_out.load_done()
+        pending = [q for q in questions if q["question_id"] not in generations_out.done]
+        if len(pending) < len(questions) and info.is_main:
+            print(f"resuming: {len(questions) - len(pending)} of {len(questions)} questions already done")
+        tokenizer, model, image_processor, _ = load_model_from_args(args)
+        yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
+        elapsed = write_generations(args, info, settings, pending, tokenizer, model, image_processor, yes_ids, no_ids,
+                                    generations_out, answers_out, answered)
+        details = {"yes_token_ids": yes_ids, "no_token_ids": no_ids}
+        counts = finish_outputs([generations_out, answers_out], info, order, details)
     if info.is_main:
-        write_manifest(generations_file + ".manifest.json", vars(args), model_path=os.path.abspath(args.model_path),
-                       sampling=vars(settings), yes_token_ids=yes_ids, no_token_ids=no_ids,
-                       image_variants=variant_settings(args.image_variants),
-                       world_size=info.world_size)
-        for path in (generations_file, answers_file):  # parts a crashed multi-process run left behind
-            completed_ids(path)  # cuts a line a crash left half-written
-            if distributed.leftover_parts(path):
-                distributed.merge_parts_into(path, distributed.leftover_parts(path), order)
-        backfill_answers(generations_file, answers_file, completed_ids(answers_file))
-    distributed.barrier(info)
-    generated, answered = completed_ids(generations_file), completed_ids(answers_file)
-    pending = [q for q in questions if q["question_id"] not in generated]
-    if len(pending) < len(questions) and info.is_main:
-        print(f"resuming: {len(questions) - len(pending)} of {len(questions)} questions already done")
+        if pending:
+            print(f"stage 1: {len(pending)} questions in {elapsed:.1f} s ({len(pending) / elapsed:.1f} questions/s) "
+                  f"on {info.world_size} process(es)")
+        if args.save_pkl:
+            print(f"wrote {write_pkl_mirror(generations_out.path)}")
+        print(f"wrote {generations_out.path} ({counts[0]} questions) and {answers_out.path}")
 
+
+def write_generations(args, info, settings, pending, tokenizer, model, image_processor, yes_ids, no_ids,
+                      generations_out, answers_out, answered) -> float:
+    """Sample this rank's share of the pending questions into its files; returns the seconds spent."""
     num_workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
     batch_size = resolve_batch_size(args)
     model_id = get_model_name_from_path(args.model_path)
@@ -340,33 +189,22 @@ def run(args, info: distributed.RankInfo) -> None:
     distinct = 0
     distributed.barrier(info)
     started = time.perf_counter()
-    gen_path, ans_path = distributed.part_path(generations_file, info), distributed.part_path(answers_file, info)
-    with JsonlAppender(gen_path) as gen_out, JsonlAppender(ans_path) as ans_out, \
+    with generations_out.appender() as gen_file, answers_out.appender() as answer_file, \
             tqdm(total=count, unit="q", desc=f"rank {info.rank}" if info.world_size > 1 else None) as bar:
         for batch in loader:
             batch_questions, results, variant_probs = compute(batch)
             for question, result, variants in zip(batch_questions, results, variant_probs):
                 record = generation_record(question, result, tokenizer, settings, args.seed, model_id, yes_ids, no_ids,
-                                           variants)
-                gen_out.write(record)  # generations first: a crash between the writes is backfilled
+                                           variants, args.conv_mode)
+                gen_file.write(record)  # generations first: a crash between the writes is backfilled
                 if question["question_id"] not in answered:
-                    ans_out.write(llava_answer_record(record))
+                    answer_file.write(generation_answer_record(record))
                 distinct += result.distinct_answers
             bar.update(len(batch_questions))
             bar.set_postfix(distinct_answers=f"{distinct / max(bar.n, 1):.2f}")
     distributed.barrier(info)
-    if info.is_main and pending:
-        elapsed = time.perf_counter() - started
-        print(f"stage 1: {len(pending)} questions in {elapsed:.1f} s ({len(pending) / elapsed:.1f} questions/s) "
-              f"on {info.world_size} process(es)")
-    if info.is_main:
-        # Batches follow images and ranks, not the file: put the finished files in question order.
-        for path in (generations_file, answers_file):
-            distributed.merge_parts_into(path, distributed.leftover_parts(path), order)
-        if args.save_pkl:
-            print(f"wrote {write_pkl_mirror(generations_file)}")
-    distributed.barrier(info)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -62,12 +62,12 @@ def test_batch_mode_writes_pages_pngs_and_table(tiny_checkpoints, tmp_path):
         table = list(csv.DictReader(f))
     assert len(table) == len(questions)
     assert {"visual_ratio_L00", "visual_ratio_L01", "hottest_box_x0", "map_entropy", "image_share"} <= set(table[0])
-    assert (out / "index.html").exists() and (out / "manifest.json").exists()
+    assert (out / "index.html").exists() and (out / "attention_stats.jsonl.manifest.json").exists()
 
     # Rerun: every question is already in the table, nothing is redone.
     again = visualize_attention.main(model_flags(tiny_checkpoints) + [
         "--question-file", str(tiny_checkpoints.question_file), "--image-folder", str(tiny_checkpoints.images),
-        "--output-dir", str(out)])
+        "--output-dir", str(out), "--layers", "1:2", "--head-reduce", "max"])
     assert again["questions"] == 0
     assert len(read_jsonl(str(out / "attention_stats.jsonl"))) == len(questions)
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import process_images
-from semantic_entropy import visualize_attention
+from semantic_entropy.attention import question_outputs
 from semantic_entropy.attention import capture as attention_capture
 from semantic_entropy.attention import geometry as attention_geometry
 from semantic_entropy.attention import report as attention_report
@@ -30,7 +30,7 @@ SIZES = [(300, 200), (180, 260), (201, 100), (100, 201), (640, 480), (333, 333)]
 
 
 @pytest.mark.parametrize("module", [attention_geometry, attention_stats, attention_capture, attention_report,
-                                    visualize_attention])
+                                    question_outputs])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -91,14 +91,15 @@ def test_end_to_end_exact_judge(generations, tmp_path, capsys):
     agree = rows[2]["scores"]
     assert agree["semantic_entropy"] == 0.0 and agree["discrete_semantic_entropy"] == 0.0
     assert "p_true" not in agree  # no p_true field: skipped, with a message
-    assert "skipping p_true" in capsys.readouterr().err
+    assert "p_true" not in capsys.readouterr().err  # not asked for: left out silently
 
     manifest = json.loads((tmp_path / "uncertainty.jsonl.manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["settings"]["judge"] == "exact" and manifest["settings"]["strict"] is True
-    assert manifest["input_shape"] == "generations_jsonl"
-    assert manifest["counts"] == {"written": 3, "already_done": 0, "input_questions": 3}
-    assert manifest["skipped_measures"]["p_true"] == {"missing": ["p_true"], "questions": 2}
+    assert manifest["details"]["input_shape"] == "generations_jsonl"
+    assert manifest["details"]["counts"] == {"written": 3, "already_done": 0, "input_questions": 3}
+    skipped = manifest["details"]["skipped_measures"]["p_true"]
+    assert (skipped["missing"], skipped["questions"]) == (["p_true"], 2)
     assert manifest["versions"]["numpy"]
 
 
@@ -124,23 +125,21 @@ def test_nli_judge_extends_score_names(generations, tmp_path):
     # Neutral both ways: only identical texts share a cluster ("Yes", "No", "yes." all differ).
     assert by_id(output)[1]["sample_cluster_ids"] == [0, 1, 2]
     manifest = json.loads((tmp_path / "u.jsonl.manifest.json").read_text())
-    assert manifest["judge"]["name"] == "nli" and manifest["settings"]["question_prefix"] is False
+    assert manifest["details"]["judge"]["name"] == "nli" and manifest["settings"]["question_prefix"] is False
 
 
 def test_resume_writes_each_question_once(generations, tmp_path):
     output = tmp_path / "u.jsonl"
-    lines = open(generations).read().splitlines(keepends=True)
-    partial_input = tmp_path / "first_two.jsonl"
-    partial_input.write_text("".join(lines[:2]))
-    assert run_cli("--generations-file", partial_input, "--output-file", output) == 0
-    # A crash mid-write leaves half a line; resuming cuts it and appends whole records.
-    with open(output, "a") as f:
-        f.write('{"question_id": 10000003, "categ')
+    assert run_cli("--generations-file", generations, "--output-file", output) == 0
+    # A crash after two records, mid-write of the third, leaves half a line; resuming cuts it and
+    # appends whole records.
+    lines = output.read_text().splitlines(keepends=True)
+    output.write_text("".join(lines[:2]) + lines[2][:30])
     assert run_cli("--generations-file", generations, "--output-file", output) == 0
     ids = [r["question_id"] for r in read_jsonl(str(output))]
     assert ids == [1, 2, 10000003]
     manifest = json.loads((tmp_path / "u.jsonl.manifest.json").read_text())
-    assert manifest["counts"]["written"] == 1 and manifest["counts"]["already_done"] == 2
+    assert manifest["details"]["counts"]["written"] == 1 and manifest["details"]["counts"]["already_done"] == 2
 
 
 def test_resume_with_other_settings_is_refused(generations, tmp_path, capsys):
@@ -207,9 +206,14 @@ def test_original_notes_shape(tmp_path, capsys):
     assert rows[1]["scores"]["discrete_semantic_entropy"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
     assert "semantic_entropy" not in rows[1]["scores"] and "naive_entropy" not in rows[1]["scores"]
     assert rows[2]["scores"]["num_semantic_sets"] == 1
-    err = capsys.readouterr().err
-    assert "skipping semantic_entropy" in err and "sample_token_logprobs" in err
-    assert json.loads((tmp_path / "u.jsonl.manifest.json").read_text())["input_shape"] == "notes_json"
+    assert "semantic_entropy" not in capsys.readouterr().err  # left out silently: not asked for
+    # asked for by name, the unavailable ones are reported in one line
+    assert run_cli("--generations-file", path, "--output-file", tmp_path / "u2.jsonl",
+                   "--measures", "semantic_entropy", "naive_entropy", "discrete_semantic_entropy") == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("not computed")]
+    assert len(lines) == 1 and "semantic_entropy (no sample_token_logprobs" in lines[0]
+    assert "naive_entropy" in lines[0] and "discrete_semantic_entropy" not in lines[0]
+    assert json.loads((tmp_path / "u.jsonl.manifest.json").read_text())["details"]["input_shape"] == "notes_json"
 
 
 def test_module_runs_from_the_command_line(generations, tmp_path):

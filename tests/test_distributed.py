@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from llava.jsonl_io import JsonlError, read_jsonl
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy import visualize_attention
-from semantic_entropy.merge import merge_chunks
+from semantic_entropy.runs.merging import merge_chunks
 from tests.generation_checks import assert_same_generations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +61,8 @@ def test_resumed_run_merges_leftover_parts_and_finishes_the_rest(tiny_checkpoint
     # A two-rank run died: rank 1 had written one record and half of another; rank 0 nothing.
     part = crashed / "answers.generations.jsonl.rank1-of2.part"
     part.write_text(json.dumps(records[1]) + "\n" + json.dumps(records[3])[:40])
+    for name in ("answers.generations.jsonl", "answers.jsonl"):  # the crashed run had written its manifests
+        shutil.copy(full / f"{name}.manifest.json", crashed / f"{name}.manifest.json")
     stage1.main(_args(tiny_checkpoints, crashed))
     assert_same_generations(records, read_jsonl(str(crashed / "answers.generations.jsonl")))
     assert sorted(a["question_id"] for a in read_jsonl(str(crashed / "answers.jsonl"))) == [r["question_id"] for r in records]
@@ -108,6 +111,7 @@ def test_attention_batch_mode_over_two_ranks_writes_the_table_of_one_process(tin
     rows_one = read_jsonl(str(one / "attention_stats.jsonl"))
     two.mkdir()
     (two / "attention_stats.jsonl.rank1-of2.part").write_text(json.dumps({**rows_one[2], "marker": 1}) + "\n")
+    shutil.copy(one / "attention_stats.jsonl.manifest.json", two / "attention_stats.jsonl.manifest.json")
     _torchrun(tiny_checkpoints, two, module="semantic_entropy.visualize_attention",
               args=_attention_args(tiny_checkpoints, two))
     rows_two = read_jsonl(str(two / "attention_stats.jsonl"))

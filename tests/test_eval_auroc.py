@@ -141,7 +141,7 @@ def test_cli_writes_every_report(pope_set, tmp_path, capsys):
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["bootstrap"] == 200 and manifest["settings"]["labels"] == ["uncertainty_exact"]
-    assert manifest["coverage"]["random"] == {"answered": 12, "total": 12}
+    assert manifest["details"]["coverage"]["random"] == {"answered": 12, "total": 12}
 
 
 def test_two_files_make_one_comparison_table(pope_set, tmp_path):

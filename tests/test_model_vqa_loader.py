@@ -54,6 +54,7 @@ def test_resumption_writes_each_question_once(tiny_checkpoints, tmp_path):
     lines = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
     # Two finished records and half of a third, as a crash mid-write leaves them.
     answers.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
+    shutil.copy(tmp_path / "full.jsonl.manifest.json", tmp_path / "resumed.jsonl.manifest.json")
     resumed = _run(tiny_checkpoints, answers)
     assert [r["question_id"] for r in resumed] == [r["question_id"] for r in full]
     assert [r["text"] for r in resumed] == [r["text"] for r in full]

@@ -12,6 +12,7 @@ from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, p_true
+from semantic_entropy.probes import p_true as p_true_library
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 
@@ -32,7 +33,7 @@ def test_p_true_equals_a_direct_first_token_computation(tiny_checkpoints, tmp_pa
     yes, no = yes_no_token_ids(tokenizer, model.scored_vocab_size)
     record = records[2]
     image = Image.open(tiny_checkpoints.images / record["image"]).convert("RGB")
-    text = p_true.p_true_question(record["prompt"], record["greedy"]["text"])
+    text = p_true_library.p_true_question(record["prompt"], record["greedy"]["text"])
     ids = tokenizer_image_token(build_prompt(text, "vicuna_v1"), tokenizer, return_tensors="pt")
     with torch.no_grad():
         inputs = model.embed_multimodal([ids], model.encode_images(process_images([image], processor, model.config)))

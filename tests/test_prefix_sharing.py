@@ -9,6 +9,7 @@ import torch
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.jsonl_io import read_jsonl
 from semantic_entropy import model_vqa_loader as stage1
+from semantic_entropy.sampling import stage1 as stage1_library
 from semantic_entropy.sampling.prefix_groups import Group, plan_batches
 from tests.generation_checks import assert_same_generations
 
@@ -74,7 +75,7 @@ def test_cache_is_freed_between_batches(tiny_checkpoints, repeated_images, tmp_p
     settings = SamplingSettings(num_samples=3, max_new_tokens=3)
     alive = []
     for batch in group_batches(planned, str(tiny_checkpoints.images), processor, model.config, 0):
-        stage1.run_group_batch(model, batch["groups"], batch["pixel_values"], settings, 0, tokenizer.eos_token_id)
+        stage1_library.run_group_batch(model, batch["groups"], batch["pixel_values"], settings, 0, tokenizer.eos_token_id)
         gc.collect()
         alive.append(sum(isinstance(o, DynamicCache) for o in gc.get_objects()))
     assert len(alive) >= 3 and max(alive) == 0

@@ -1,6 +1,7 @@
 """Stage-1 sampler: exactness of the grouped multinomial sampling, determinism, log-probs, CLI."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -186,6 +187,7 @@ def test_stage1_resumes_without_duplicates(tiny_checkpoints, tmp_path):
     gens = tmp_path / "part.generations.jsonl"
     lines = (tmp_path / "full.generations.jsonl").read_text().splitlines(keepends=True)
     gens.write_text(lines[0] + lines[1] + lines[2][:50])  # crash mid-record; answers file not yet written
+    shutil.copy(tmp_path / "full.generations.jsonl.manifest.json", tmp_path / "part.generations.jsonl.manifest.json")
     answers, resumed = _stage1(tiny_checkpoints, tmp_path, "part")
     assert [g["question_id"] for g in resumed] == [g["question_id"] for g in full]
     assert_same_generations(resumed, full)

@@ -11,6 +11,7 @@ from llava.jsonl_io import read_jsonl
 from semantic_entropy import compute_se_myself
 from semantic_entropy.probes import image_variants as iv
 from semantic_entropy import model_vqa_loader as stage1
+from semantic_entropy.sampling import stage1 as stage1_library
 from semantic_entropy.sampling.sampler import SamplingSettings
 
 PAIRS = [("img_0.png", "Is there a red circle in the image?"), ("img_1.png", "Is there a dog in the imange?"),
@@ -57,7 +58,7 @@ def test_writes_the_field_and_stage2_scores_it(tiny_checkpoints, questions, tmp_
                  "contrastive_yes_no_entropy_noise", "image_independence_mean"):
         assert name in scores
     manifest = json.loads((tmp_path / "v" / "answers.generations.jsonl.manifest.json").read_text())
-    assert set(manifest["image_variants"]) == {"mean", "blur", "noise"}
+    assert set(manifest["settings"]["image_variants"]) == {"mean", "blur", "noise"}
 
 
 class ForwardCounter:
@@ -93,13 +94,13 @@ def test_cost_is_one_extra_prefill_per_variant(tiny_checkpoints, questions, pref
     if prefix_sharing:
         planned = plan_batches(group_questions(pending, tokenizer, "vicuna_v1"), max_questions=8, max_images=8)
         batch = next(iter(group_batches(planned, str(tiny_checkpoints.images), processor, model.config, 0)))
-        run = lambda variants: stage1.run_group_batch_with_variants(  # noqa: E731
+        run = lambda variants: stage1_library.run_group_batch_with_variants(  # noqa: E731
             model, batch["groups"], batch["pixel_values"], settings, 0, tokenizer.eos_token_id, variants)
     else:
         dataset = QuestionDataset(pending, str(tiny_checkpoints.images), tokenizer, processor, model.config,
                                   "vicuna_v1")
         batch = next(iter(batches(dataset, len(pending), 0)))
-        run = lambda variants: stage1.run_batch_with_variants(  # noqa: E731
+        run = lambda variants: stage1_library.run_batch_with_variants(  # noqa: E731
             model, batch, settings, 0, tokenizer.eos_token_id, variants)
     settings = SamplingSettings(num_samples=3, max_new_tokens=3)
     counter = ForwardCounter(model)

@@ -10,6 +10,7 @@ from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, vision_probes
+from semantic_entropy.probes import vision_probes as probes_library
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import Group, split_at_image
@@ -62,13 +63,13 @@ def test_probes_match_direct_computations(probed, tiny_checkpoints):
     tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     record = records[1]
     image = tiny_checkpoints.images / record["image"]
-    drawn = vision_probes.random_patches(record["question_id"], 0, 576, 144)
+    drawn = probes_library.random_patches(record["question_id"], 0, 576, 144)
     expected = _direct_masses(model, tokenizer, processor, image, record["prompt"], drawn)
     got = record["image_variants"]["mask_random"]
     assert (got["yes_mass"], got["no_mass"]) == pytest.approx(expected, abs=1e-5)
     real = _direct_masses(model, tokenizer, processor, image, record["prompt"])
     assert abs(real[0] - got["yes_mass"]) > 1e-6  # hiding a quarter of the image changes the answer distribution
-    for name, text in vision_probes.reworded_questions(record["prompt"]).items():
+    for name, text in probes_library.reworded_questions(record["prompt"]).items():
         got = record["question_variants"][name]
         expected = _direct_masses(model, tokenizer, processor, image, text)
         assert (got["yes_mass"], got["no_mass"]) == pytest.approx(expected, abs=1e-5)
@@ -97,13 +98,13 @@ def test_cost_is_three_prefills_per_question_and_one_shared_pass_for_the_rewordi
     ids = [tokenizer_image_token(build_prompt(q["text"], "vicuna_v1"), tokenizer) for q in questions]
     prefix = split_at_image(ids[0])[0]
     group = Group("a.png", prefix, questions, [split_at_image(i)[1] for i in ids])
-    rewordings = [vision_probes.reworded_suffixes(q["text"], prefix, tokenizer, "vicuna_v1") for q in questions]
+    rewordings = [probes_library.reworded_suffixes(q["text"], prefix, tokenizer, "vicuna_v1") for q in questions]
     assert len(rewordings[0]) == 2 and rewordings[1] == {}
     calls = {"language": 0, "vision": 0}
     language = model.model.language_model
     hooks = [language.register_forward_hook(lambda *a: calls.__setitem__("language", calls["language"] + 1)),
              model.model.vision_tower.register_forward_hook(lambda *a: calls.__setitem__("vision", calls["vision"] + 1))]
-    probes = vision_probes.probe_batch(model, [group], torch.zeros(1, 3, 336, 336), rewordings, range(2), 0.1, 0,
+    probes = probes_library.probe_batch(model, [group], torch.zeros(1, 3, 336, 336), rewordings, range(2), 0.1, 0,
                                        yes, no, tokenizer.eos_token_id)
     for hook in hooks:
         hook.remove()
@@ -115,7 +116,7 @@ def test_cost_is_three_prefills_per_question_and_one_shared_pass_for_the_rewordi
 
 def test_bad_mask_fraction_is_refused():
     with pytest.raises(ValueError, match="mask-fraction"):
-        vision_probes.number_of_masked_patches(576, 1.5)
+        probes_library.number_of_masked_patches(576, 1.5)
 
 
 def test_doctests():
@@ -127,4 +128,4 @@ def test_doctests():
 def test_the_registry_scores_exactly_the_rewordings_the_pass_writes():
     from semantic_entropy.scoring import registry
 
-    assert set(registry.REWORDINGS) == set(vision_probes.REWORDINGS)
+    assert set(registry.REWORDINGS) == set(probes_library.REWORDINGS)

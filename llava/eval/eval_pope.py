@@ -13,12 +13,13 @@ reuses `join_pope` so that correctness labels come from exactly the same join.
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llava.cli import new_parser, run_main
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.eval.prepare_pope import CATEGORY_OFFSETS, POPE_CATEGORIES, label_file_path, read_label_file
 from llava.jsonl_io import JsonlError, iter_jsonl, read_keyed_jsonl, write_json_atomic
@@ -261,7 +262,7 @@ def json_summary(results: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__)
     parser.add_argument("--annotation-dir", required=True, help="folder with coco_pope_<category>.json")
     parser.add_argument("--question-file", required=True)
     parser.add_argument("--result-file", required=True)
@@ -285,8 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = json_summary(results)
     if args.output_json:
         write_json_atomic(args.output_json, summary)
+        print(f"wrote {args.output_json}", file=sys.stderr)
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

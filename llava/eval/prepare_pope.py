@@ -10,11 +10,12 @@ offsets here are the contract between the two modules.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
+import sys
 
+from llava.cli import new_parser, run_main
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.jsonl_io import JsonlError, iter_jsonl
 
@@ -91,7 +92,7 @@ def write_questions(questions: list[dict], output_file: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__)
     parser.add_argument("--pope-dir", required=True, help="folder with coco_pope_{adversarial,random,popular}.json")
     parser.add_argument("--output-file", required=True)
     parser.add_argument("--per-category", type=int, default=None, help="draw N questions per split (default: all)")
@@ -105,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -44,6 +44,17 @@ def get_chunk(items: list, n: int, k: int) -> list:
     return chunks[k] if k < len(chunks) else []
 
 
+def questions_of_chunk(path: str, num_chunks: int = 1, chunk_idx: int = 0) -> list[dict]:
+    """This chunk's questions of a question file; a missing or empty file is an error naming it."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"question file {path} does not exist")
+    questions = load_questions(path)
+    if not questions:
+        raise ValueError(f"question file {path} has no questions")
+    return get_chunk(questions, num_chunks, chunk_idx)
+
+
 def load_image(image_folder: str, image_file: str, question_id) -> Image.Image:
     """The question's image as RGB; a missing or unreadable file names it and the question_id."""
     path = os.path.join(image_folder, image_file)

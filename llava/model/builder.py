@@ -16,6 +16,7 @@ import warnings
 import torch
 from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig
 
+from llava.utils import resolve_device
 from llava.model.checkpoint_files import CheckpointError, TensorReader, weight_map
 from llava.model.llava_llama import LlavaLlamaForCausalLM
 
@@ -30,12 +31,6 @@ DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfl
           "float32": torch.float32, "fp32": torch.float32}  # fmt: skip
 
 
-def resolve_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def resolve_dtype(dtype, device: str) -> torch.dtype:
     """Named dtype; 'auto' or None is float16 on CUDA (as the original) and float32 on the CPU."""
     if isinstance(dtype, torch.dtype):
@@ -45,6 +40,15 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
     return DTYPES[dtype]
+
+
+def resolve_vision_dtype(vision_dtype, dtype: torch.dtype, device: str) -> torch.dtype:
+    """CLIP's dtype: float32 by default (as under LLaVA's evaluation scripts), 'auto' = the LM's."""
+    if vision_dtype is None:
+        return torch.float32
+    if vision_dtype == "auto":
+        return dtype
+    return resolve_dtype(vision_dtype, device)
 
 
 def read_json(path: str) -> dict:

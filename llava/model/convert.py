@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 from transformers import AddedToken
+
+from llava.cli import run_main
 
 
 def padded_vocab_size(vocab_size: int, added: int = 2, multiple: int = 64) -> int:
@@ -73,4 +76,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

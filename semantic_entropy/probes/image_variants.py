@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llava.eval.model_vqa_loader import hash_seed
+from llava.utils import hash_seed
 
 IMAGE_VARIANTS = ("mean", "blur", "noise")
 BLUR_SIGMA_DIVISOR = 24  # sigma = side / 24 pixels: 14 px for a 336 px image

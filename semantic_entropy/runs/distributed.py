@@ -30,6 +30,9 @@ class RankInfo:
         return self.rank == 0
 
 
+SINGLE_PROCESS = RankInfo(0, 1, "auto")
+
+
 def setup(device: str) -> RankInfo:
     """Join the torchrun process group when WORLD_SIZE > 1; pick this rank's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -50,6 +53,28 @@ def barrier(info: RankInfo) -> None:
         torch.distributed.barrier()
 
 
+def share_outcome(info: RankInfo, step) -> None:
+    """Run `step` on rank 0 and raise its error (same type, same message) on every rank.
+
+    Without this a refused torchrun run would stop rank 0 and leave the others waiting at a
+    barrier. Other ranks pass `step=None`.
+    """
+    error = None
+    if info.is_main:
+        try:
+            step()
+        except Exception as e:  # re-raised below, on every rank
+            error = e
+    if info.world_size > 1:
+        shared = [None if error is None else (type(error), str(error))]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        if shared[0] is not None and error is None:
+            error_type, message = shared[0]
+            error = error_type(message) if issubclass(error_type, Exception) else RuntimeError(message)
+    if error is not None:
+        raise error
+
+
 def teardown(info: RankInfo) -> None:
     if info.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -68,28 +93,29 @@ def shard(units: list, info: RankInfo) -> list:
     return units[info.rank :: info.world_size]
 
 
-def merge_parts_into(path: str, parts: list[str], order: dict) -> None:
-    """Append the parts' records to `path` (no id twice), rewrite it in question order, delete the parts."""
-    seen = {qid: path for qid in completed_ids(path)}
+def merge_parts_into(path: str, parts: list[str], order: dict | None, key: str = "question_id") -> None:
+    """Append the parts' records to `path` (no id twice), rewrite it in `order` if given, delete the parts."""
+    seen = {qid: path for qid in completed_ids(path, key)}
     records = []
     for part in parts:
-        completed_ids(part)  # cuts a line a crash left half-written
+        completed_ids(part, key)  # cuts a line a crash left half-written
         for line_number, record in iter_jsonl(part):
-            qid = record["question_id"]
+            qid = record[key]
             if qid in seen:
                 raise JsonlError(f"{part}:{line_number}: question_id {qid!r} is also in {seen[qid]}")
             seen[qid] = part
             records.append(record)
     with open(path, "a", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_in_order(path, [r for _, r in iter_jsonl(path)], order)
+    if order is not None and os.path.exists(path):
+        write_in_order(path, [r for _, r in iter_jsonl(path)], order, key)
     for part in parts:
         os.remove(part)
 
 
-def write_in_order(path: str, records: list[dict], order: dict) -> None:
+def write_in_order(path: str, records: list[dict], order: dict, key: str = "question_id") -> None:
     """Rewrite `path` with `records` sorted by question-file rank (atomically), if not already so."""
-    ranks = [order.get(r["question_id"], len(order)) for r in records]
+    ranks = [order.get(r[key], len(order)) for r in records]
     if ranks == sorted(ranks) and os.path.exists(path):
         return
     ordered = [r for _, r in sorted(zip(ranks, records), key=lambda pair: pair[0])]

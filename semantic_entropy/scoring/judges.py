@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llava.utils import resolve_device
+
 LABELS = ("contradiction", "neutral", "entailment")  # column order of every label-probability array
 CONTRADICTION, NEUTRAL, ENTAILMENT = 0, 1, 2
 
@@ -373,15 +375,6 @@ def _torch_dtype(dtype: str):
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
     return getattr(torch, dtype)
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class NLIJudge(PairwiseJudge):
