@@ -1,8 +1,8 @@
 """JSON-lines reading and crash-safe appending, shared by every stage.
 
 Reading names the file and line of any malformed record. Appending writes whole lines only:
-a run killed mid-write leaves at most a partial last line, which `open_resumable` cuts off
-(keeping every complete record) before new records are appended.
+a run killed mid-write leaves at most a partial last line, which `completed_ids` and
+`JsonlAppender` cut off (keeping every complete record) before new records are appended.
 """
 
 from __future__ import annotations

@@ -188,16 +188,16 @@ def test_sample_without_tokens_fails_naming_question(tmp_path, capsys):
     assert not (tmp_path / "u.jsonl").read_text()  # nothing half-written
 
 
-# ------------------------------------------------------------------ original notes shape
+# ------------------------------------------------------------------ responses-object shape
 
 
-def test_original_notes_shape(tmp_path, capsys):
-    notes = {
+def test_responses_object_shape(tmp_path, capsys):
+    entries = {
         "1": {"question_id": 1, "prompt": PROMPT, "responses": ["Yes", "yes", "No", "Yes"], "metadata": {"seed": 0}},
         "2": {"question_id": 2, "prompt": PROMPT, "responses": ["No"] * 3, "metadata": {}},
     }
-    path = tmp_path / "notes.json"
-    path.write_text(json.dumps(notes, indent=2))
+    path = tmp_path / "responses.json"
+    path.write_text(json.dumps(entries, indent=2))
     output = tmp_path / "u.jsonl"
     assert run_cli("--generations-file", path, "--output-file", output) == 0
     rows = by_id(output)

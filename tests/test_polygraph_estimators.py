@@ -1,7 +1,7 @@
 """LM-Polygraph's estimators on our answers, and our score inside LM-Polygraph (extra `polygraph`).
 
 Where LM-Polygraph and we compute the same quantity under the same convention the values agree
-to 1e-6; where conventions differ (DESIGN §5) the tests pin the documented difference.
+to 1e-6; where conventions differ (docs/design.md) the tests pin the documented difference.
 """
 
 import json

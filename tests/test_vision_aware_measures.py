@@ -1,4 +1,4 @@
-"""Vision-aware measures (issue 8): values on crafted cases worked by hand, and the property
+"""Vision-aware measures (docs/method.md): values on crafted cases worked by hand, and the property
 that an answer unchanged without the image is scored more uncertain than one that flips."""
 
 import math

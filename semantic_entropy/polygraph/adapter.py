@@ -7,7 +7,7 @@ these statistics to the library's own estimators.
 One question is one batch item (B = 1); `stack_statistics` joins several. The statistics and
 their conventions, as LM-Polygraph 0.7.0's stat calculators define them (`GreedyProbsCalculator`,
 `EntropyCalculator`, `SamplingGenerationCalculator`, `SemanticMatrixCalculator`,
-`SemanticClassesCalculator`), next to ours (DESIGN §5):
+`SemanticClassesCalculator`), next to ours (docs/design.md):
 
 | statistic | per item | LM-Polygraph convention | ours |
 |---|---|---|---|

@@ -17,7 +17,7 @@ estimator that reads the semantic matrices or classes is judge-dependent (judge 
 prefix change it; strictness does not: LM-Polygraph's classes are always strict), e.g.
 `polygraph_SemanticEntropy_nli_noquestion`.
 
-Wired estimators, their conventions next to ours (DESIGN §5), and their signs. LM-Polygraph's
+Wired estimators, their conventions next to ours (docs/design.md), and their signs. LM-Polygraph's
 base class asks for "higher = more uncertain", and every estimator wired here follows it, but
 several are not on our scale:
 
@@ -50,7 +50,7 @@ are 1 - mean similarity and the spread of the answers' embeddings, which grow wi
 (0 when all answers agree), i.e. higher = more uncertain, as tested. Eccentricity's per-answer
 confidences (its second output, not used here) are negative norms: confidence, not uncertainty.
 
-The NLI judge shows `question + ' ' + answer` by default (DESIGN §5); LM-Polygraph's own
+Our NLI judge shows `question + ' ' + answer` by default; LM-Polygraph's own
 SemanticMatrixCalculator shows bare answers to DeBERTa-large-MNLI: `--judge nli --judge-model
 DEBERTA_MNLI_FOLDER --no-question-prefix` gives its convention (scores named `..._nli_noquestion`).
 

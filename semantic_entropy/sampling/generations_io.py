@@ -1,6 +1,6 @@
 """Read and validate stage-1 generations, in either of the two accepted shapes.
 
-1. Generations JSON lines (DESIGN §3), one object per question::
+1. Generations JSON lines (stage 1's records, see docs/design.md), one object per question::
 
        {"question_id": 1, "category": "adversarial", "image": "x.jpg", "prompt": "...",
         "greedy": ANSWER, "samples": [ANSWER, ...],
@@ -18,7 +18,7 @@
    optional as a group, but when an answer has any of them it needs `ends_with_eos`, and when
    one sample has log-probs every sample must.
 
-2. The original notes: ONE JSON object keyed by question id, answers as bare strings::
+2. A responses object: ONE JSON object keyed by question id, answers as bare strings::
 
        {"1": {"question_id": 1, "prompt": "...", "responses": ["Yes", ...], "metadata": {...}}}
 
@@ -286,7 +286,7 @@ def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
 
 
 def parse_notes_record(key: str, raw, source: str) -> QuestionGenerations:
-    """Validate one entry of the original notes' JSON object (shape 2)."""
+    """Validate one entry of a responses object (shape 2)."""
     if not isinstance(raw, dict):
         raise GenerationsError(f"{source}: entry must be an object, got {type(raw).__name__}")
     question_id = raw.get("question_id", int(key) if key.isdigit() else key)
@@ -339,19 +339,19 @@ def detect_shape(path: str) -> str:
 def _load_notes(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            notes = json.load(f)
+            entries = json.load(f)
     except json.JSONDecodeError as e:
         raise GenerationsError(
             f"{path}:{e.lineno}: neither generations JSON lines (first line has no question_id) "
-            f"nor one notes JSON object ({e.msg})"
+            f"nor one JSON object keyed by question id ({e.msg})"
         ) from None
-    if not isinstance(notes, dict):
-        raise GenerationsError(f"{path}: expected a JSON object keyed by question id, got {type(notes).__name__}")
-    return notes
+    if not isinstance(entries, dict):
+        raise GenerationsError(f"{path}: expected a JSON object keyed by question id, got {type(entries).__name__}")
+    return entries
 
 
 def count_questions(path: str) -> int:
-    """Number of records (non-blank lines, or notes entries), for a progress bar."""
+    """Number of records (non-blank lines, or entries of a responses object), for a progress bar."""
     if detect_shape(path) == NOTES_SHAPE:
         return len(_load_notes(path))
     with open(path, encoding="utf-8") as f:

@@ -11,8 +11,8 @@ Judges:
   (case, whitespace and punctuation ignored; yes/no answers reduced to "yes"/"no"). Free.
   Similarity is 0/1 by cluster.
 - `NLIJudge` ("nli"): a local sequence-classification NLI model, run on both directions of
-  each pair of distinct answers, by default as `question + ' ' + answer` (DESIGN §5).
-- `LLMJudge` ("llm"): a local causal LM asked the DESIGN §5 entailment prompt, greedily.
+  each pair of distinct answers, by default as `question + ' ' + answer`.
+- `LLMJudge` ("llm"): a local causal LM asked `ENTAILMENT_PROMPT` (below), greedily.
 
 Clustering (Farquhar et al. 2024): answers are visited in order; each joins the cluster of
 the first earlier cluster representative (the cluster's first answer) it is equivalent to,

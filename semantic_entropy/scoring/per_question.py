@@ -1,6 +1,6 @@
 """Score one question: judge its answers, run the measures it has inputs for, build its record.
 
-The output record (one line of uncertainty.jsonl, DESIGN §3)::
+The output record (one line of uncertainty.jsonl; docs/design.md lists its fields)::
 
     {"question_id": 1, "category": "adversarial",
      "sample_cluster_ids": [0, 0, 1, ...],   # (N,) meaning cluster of each sample
