@@ -32,7 +32,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-tower", type=str, default=None, help="local CLIP folder (overrides mm_vision_tower)")
     parser.add_argument("--device", type=str, default="auto", help="cuda, cuda:N, cpu; auto = cuda if available")
     parser.add_argument("--dtype", type=str, default="auto", help="float16, bfloat16, float32; auto = fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--vision-dtype", type=str, default=None, help="CLIP's dtype (default: --dtype)")
+    parser.add_argument("--vision-dtype", type=str, default="float32",
+                        help="CLIP's dtype (default: %(default)s, as under LLaVA's evaluation scripts); "
+                        "float16, bfloat16, or auto = --dtype")
     parser.add_argument("--attn-implementation", type=str, default=None, help="sdpa (default), eager, flash_attention_2")
 
 
