@@ -235,6 +235,8 @@ def load_original(model_path, model_base, config, device, dtype, vision_dtype, v
 
 
 def load_hf(model_path, device, dtype, vision_dtype, attn_implementation):
+    reader = TensorReader(weight_map(model_path))
+    reader.open_all()  # from_pretrained's errors for a truncated file do not name it
     model = LlavaLlamaForCausalLM.from_pretrained(
         model_path, dtype=dtype, attn_implementation=attn_implementation
     ).to(device)
@@ -242,7 +244,6 @@ def load_hf(model_path, device, dtype, vision_dtype, attn_implementation):
     if vision_dtype != dtype:
         # from_pretrained rounded CLIP to `dtype`: read its weights again at the files' precision.
         tower.to(vision_dtype)
-        reader = TensorReader(weight_map(model_path))
         plan = {}
         for key in reader.mapping:
             head, found, bare = key.partition("vision_tower.")
