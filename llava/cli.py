@@ -70,8 +70,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="cuda, cuda:N, cpu; auto = cuda if available")
     group.add_argument("--dtype", default="auto",
                        help="language model dtype: float16, bfloat16, float32; auto = float16 on CUDA, float32 on CPU")
-    group.add_argument("--vision-dtype", default=None,
-                       help="CLIP's dtype (float16, bfloat16, float32; auto = --dtype); None = the builder's default")
+    group.add_argument("--vision-dtype", default="float32",
+                       help="CLIP's dtype, float32 as under LLaVA's evaluation scripts; float16, bfloat16, or auto = --dtype")
     group.add_argument("--attn-implementation", default=None, help="sdpa (when None), eager, flash_attention_2")
 
 

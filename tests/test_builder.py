@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -119,6 +120,45 @@ def test_missing_shard_names_the_file(tiny_checkpoints, tmp_path):
     os.remove(folder / "model-00002-of-00002.safetensors")
     with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors"):
         load_pretrained_model(str(folder), device="cpu")
+
+
+def _cut_in_half(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("layout, damaged", [
+    ("original", "model-00002-of-00002.safetensors"),  # a shard of the LLaVA folder
+    ("clip", "model.safetensors"),                     # the CLIP folder's weights
+    ("hf", "model.safetensors"),
+])
+def test_truncated_safetensors_names_the_file(tiny_checkpoints, tmp_path, layout, damaged):
+    folder = tmp_path / layout
+    shutil.copytree(getattr(tiny_checkpoints, layout), folder)
+    _cut_in_half(folder / damaged)
+    kwargs = {"vision_tower": str(folder)} if layout == "clip" else {}
+    model_folder = tiny_checkpoints.original if layout == "clip" else folder
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained_model(str(model_folder), device="cpu", **kwargs)
+    assert str(error.value).startswith(f"{folder / damaged}: ")
+
+
+def test_corrupt_header_and_truncated_bin_name_the_file(tiny_checkpoints, tmp_path):
+    clip = tmp_path / "clip-garbage"
+    shutil.copytree(tiny_checkpoints.clip, clip)
+    (clip / "model.safetensors").write_bytes(b"not a safetensors file" * 10)
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{clip / 'model.safetensors'}: ")):
+        load_pretrained_model(str(tiny_checkpoints.original), device="cpu", vision_tower=str(clip))
+
+    bin_clip = tmp_path / "clip-bin"
+    shutil.copytree(tiny_checkpoints.clip, bin_clip)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(bin_clip / "model.safetensors"), bin_clip / "pytorch_model.bin")
+    os.remove(bin_clip / "model.safetensors")
+    _cut_in_half(bin_clip / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{bin_clip / 'pytorch_model.bin'}: ")):
+        load_pretrained_model(str(tiny_checkpoints.original), device="cpu", vision_tower=str(bin_clip))
 
 
 def test_shape_mismatch_names_file_and_key(tiny_checkpoints, tmp_path):

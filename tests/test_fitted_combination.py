@@ -60,9 +60,3 @@ def test_a_missing_score_names_the_question(tmp_path):
     with pytest.raises(JsonlError, match=f"question_id {ids[4]}.*'noise'"):
         fitted_combination.combine(str(tmp_path / "broken.jsonl"), paths["answers_file"], paths["annotation_dir"],
                                    paths["question_file"], ["informative", "noise"], str(tmp_path / "out.jsonl"), 3)
-
-
-def test_doctests():
-    import doctest
-
-    assert doctest.testmod(fitted_combination).failed == 0

@@ -1,6 +1,5 @@
 """Generations as LM-Polygraph statistics: its conventions, checked by hand (no lm_polygraph needed)."""
 
-import doctest
 import importlib.util
 import math
 
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 
 from semantic_entropy.polygraph import adapter as pa
-from semantic_entropy.polygraph import measures as polygraph_measures
 from semantic_entropy.sampling.generations_io import Answer, QuestionGenerations
 from semantic_entropy.scoring.judges import CONTRADICTION, ENTAILMENT, NEUTRAL, ExactJudge
 from semantic_entropy.scoring.registry import select_measures
@@ -24,11 +22,6 @@ def answer(text, logprobs, eos=True, entropies=None):
 def question(samples, greedy=None, prompt=PROMPT, **extra):
     return QuestionGenerations(question_id=1, category="random", prompt=prompt, greedy=greedy,
                                samples=tuple(samples), **extra)
-
-
-@pytest.mark.parametrize("module", [pa, polygraph_measures])
-def test_docstring_examples(module):
-    assert doctest.testmod(module).failed == 0
 
 
 def test_sample_log_prob_is_the_sum_with_eos_and_likelihoods_drop_eos():

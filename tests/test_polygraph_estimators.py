@@ -69,12 +69,6 @@ WITHOUT_EOS = question(
 )
 
 
-def test_docstring_examples():
-    import doctest
-
-    assert doctest.testmod(pe).failed == 0
-
-
 # ------------------------------------------------------------------ greedy answer
 
 

@@ -1,7 +1,6 @@
 """ShapesPOPE generator: determinism, POPE split construction, metadata, training stream."""
 
 import dataclasses
-import doctest
 import json
 import pathlib
 
@@ -38,10 +37,6 @@ def labels(small_set):
 
 def present_by_image(metadata):
     return {r["image"]: [o["class"] for o in r["objects"]] for r in metadata["images"]}
-
-
-def test_doctests():
-    assert doctest.testmod(sp).failed == 0
 
 
 def test_same_seed_same_bytes_other_seed_differs(small_set, tmp_path):

@@ -119,12 +119,6 @@ def test_bad_mask_fraction_is_refused():
         probes_library.number_of_masked_patches(576, 1.5)
 
 
-def test_doctests():
-    import doctest
-
-    assert doctest.testmod(vision_probes).failed == 0
-
-
 def test_the_registry_scores_exactly_the_rewordings_the_pass_writes():
     from semantic_entropy.scoring import registry
 

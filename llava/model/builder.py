@@ -43,10 +43,14 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
 
 
 def resolve_vision_dtype(vision_dtype, dtype: torch.dtype, device: str) -> torch.dtype:
-    """CLIP's dtype: float32 by default (as under LLaVA's evaluation scripts), 'auto' = the LM's."""
-    if vision_dtype is None:
-        return torch.float32
-    if vision_dtype == "auto":
+    """CLIP's dtype; 'auto' or None follows the language model's resolved `dtype`.
+
+    >>> resolve_vision_dtype("float32", torch.float16, "cuda")
+    torch.float32
+    >>> resolve_vision_dtype("auto", torch.bfloat16, "cuda")
+    torch.bfloat16
+    """
+    if vision_dtype in (None, "auto"):
         return dtype
     return resolve_dtype(vision_dtype, device)
 
@@ -127,7 +131,9 @@ def build_llava_config(config: dict, clip_folder: str) -> LlavaConfig:
             raise CheckpointError(f"config {key}={config[key]!r} is not supported (LLaVA-1.5 uses {expected!r})")
     clip_json = read_json(os.path.join(clip_folder, "config.json"))
     vision_dict = clip_json.get("vision_config", clip_json)  # a full CLIPConfig or a CLIPVisionConfig
-    vision_dict = {k: v for k, v in vision_dict.items() if k not in ("model_type", "architectures", "transformers_version")}
+    # The folder's dtype key would otherwise decide CLIP's dtype; the builder sets it explicitly.
+    ignored = ("model_type", "architectures", "transformers_version", "torch_dtype", "dtype")
+    vision_dict = {k: v for k, v in vision_dict.items() if k not in ignored}
     vision_config = CLIPVisionConfig(**vision_dict)
     if config.get("mm_hidden_size", vision_config.hidden_size) != vision_config.hidden_size:
         raise CheckpointError(
@@ -154,8 +160,10 @@ def build_llava_config(config: dict, clip_folder: str) -> LlavaConfig:
     return llava_config
 
 
-def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa"):
-    """The model allocated on `device` in `dtype` without random initialisation (weights come next)."""
+def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa",
+                vision_dtype: torch.dtype | None = None):
+    """The model allocated on `device` in `dtype` (CLIP in `vision_dtype`, default `dtype`)
+    without random initialisation (weights come next)."""
     from transformers.initialization import no_init_weights
 
     # Chosen explicitly: a model built from a config (not from_pretrained) may default to eager.
@@ -170,6 +178,9 @@ def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype, attn_imple
             model = LlavaLlamaForCausalLM(config)
     finally:
         torch.set_default_dtype(previous)
+    if vision_dtype is not None:
+        # Before the weights are copied in, so float32 CLIP weights keep their precision.
+        model.model.vision_tower.to(vision_dtype)
     return model
 
 
@@ -193,10 +204,10 @@ def load_state(model, plan: dict[str, tuple[TensorReader, str]], context: str) -
             target.copy_(tensor)
 
 
-def load_original(model_path, model_base, config, device, dtype, vision_tower, attn_implementation):
+def load_original(model_path, model_base, config, device, dtype, vision_dtype, vision_tower, attn_implementation):
     clip_folder = resolve_vision_tower(config, model_path, vision_tower)
     llava_config = build_llava_config(config, clip_folder)
-    model = empty_model(llava_config, device, dtype, attn_implementation)
+    model = empty_model(llava_config, device, dtype, attn_implementation, vision_dtype)
 
     plan: dict[str, tuple[TensorReader, str]] = {}
     # With a base, the language model comes from it and the folder's own weights override
@@ -218,8 +229,27 @@ def load_original(model_path, model_base, config, device, dtype, vision_tower, a
     return model, clip_folder
 
 
+def load_hf(model_path, device, dtype, vision_dtype, attn_implementation):
+    reader = TensorReader(weight_map(model_path))
+    reader.open_all()  # from_pretrained's errors for a truncated file do not name it
+    model = LlavaLlamaForCausalLM.from_pretrained(
+        model_path, dtype=dtype, attn_implementation=attn_implementation
+    ).to(device)
+    tower = model.model.vision_tower
+    if vision_dtype != dtype:
+        # from_pretrained rounded CLIP to `dtype`: read its weights again at the files' precision.
+        tower.to(vision_dtype)
+        plan = {}
+        for key in reader.mapping:
+            head, found, bare = key.partition("vision_tower.")
+            if found and head in ("", "model."):  # llava-hf's keys and transformers 5's
+                plan[bare] = (reader, key)
+        load_state(tower, plan, context=f"{model_path} (CLIP)")
+    return model
+
+
 def load_image_processor(folder: str):
-    """CLIP processor with the PIL backend: pixel-identical to the original's (DESIGN section 4)."""
+    """CLIP processor with the PIL backend: pixel-identical to the original's."""
     try:
         from transformers import CLIPImageProcessorPil
     except ImportError:  # transformers releases without split backends
@@ -241,36 +271,35 @@ def load_pretrained_model(
     *,
     dtype=None,
     vision_tower=None,
-    vision_dtype=None,
+    vision_dtype="float32",
     attn_implementation=None,
 ):
     """Load a LLaVA-1.5 checkpoint; returns (tokenizer, model, image_processor, context_len).
 
-    `dtype` defaults to float16 on CUDA and float32 on the CPU; `vision_dtype` (default: the
-    same) can keep CLIP in float32. `model_name` is accepted for compatibility and ignored:
-    behaviour never depends on names.
+    `dtype` defaults to float16 on CUDA and float32 on the CPU. CLIP's `vision_dtype` defaults to
+    float32 whatever its folder's config says: LLaVA's evaluation scripts load with
+    device_map="auto", under which the original builder skips its float16 cast of CLIP.
+    'auto' (or None) puts CLIP in `dtype`. `model_name` is accepted for compatibility and
+    ignored: behaviour never depends on names.
     """
     if load_8bit or load_4bit:
         raise NotImplementedError("8-bit/4-bit loading is not supported by this runtime")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
+    vision_dtype = resolve_vision_dtype(vision_dtype, dtype, device)
     attn_implementation = attn_implementation or ("flash_attention_2" if use_flash_attn else "sdpa")
     config = read_json(os.path.join(model_path, "config.json"))
     layout = checkpoint_layout(config)
     if layout == "original":
-        model, processor_folder = load_original(model_path, model_base, config, device, dtype, vision_tower,
-                                                attn_implementation)
+        model, processor_folder = load_original(model_path, model_base, config, device, dtype, vision_dtype,
+                                                vision_tower, attn_implementation)
     else:
         if vision_tower or model_base:
             warnings.warn("vision_tower/model_base are ignored for llava-hf checkpoints, which hold all weights")
-        model = LlavaLlamaForCausalLM.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=attn_implementation
-        ).to(device)
+        model = load_hf(model_path, device, dtype, vision_dtype, attn_implementation)
         # llava-hf configs carry no aspect-ratio key; LLaVA-1.5 always pads to square.
         model.config.image_aspect_ratio = "pad"
         processor_folder = model_path
-    if vision_dtype is not None:
-        model.model.vision_tower.to(resolve_dtype(vision_dtype, device))
     model.eval()
     model.requires_grad_(False)
 

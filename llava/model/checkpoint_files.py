@@ -26,7 +26,10 @@ def weight_map(folder: str, extra_files: tuple[str, ...] = ()) -> dict[str, str]
         index_path = os.path.join(folder, index_name)
         if os.path.exists(index_path):
             with open(index_path, encoding="utf-8") as f:
-                index = json.load(f)
+                try:
+                    index = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise CheckpointError(f"{index_path}: not valid JSON ({e})") from None
             for key, shard in index.get("weight_map", {}).items():
                 shard_path = os.path.join(folder, shard)
                 if not os.path.exists(shard_path):
@@ -52,11 +55,20 @@ def weight_map(folder: str, extra_files: tuple[str, ...] = ()) -> dict[str, str]
 
 def list_keys(path: str) -> list[str]:
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
+        with open_safetensors(path) as f:
             return list(f.keys())
     return list(load_bin(path).keys())
+
+
+def open_safetensors(path: str):
+    """A safe_open handle; a truncated or corrupt file is a CheckpointError that names it
+    (safetensors' own message does not)."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(path, framework="pt")
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
 
 
 def load_bin(path: str) -> dict[str, torch.Tensor]:
@@ -64,7 +76,7 @@ def load_bin(path: str) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a truncated or non-tensor pickle
-        raise CheckpointError(f"cannot read weights file {path}: {e}") from None
+        raise CheckpointError(f"{path}: cannot read weights file ({e})") from None
 
 
 class TensorReader:
@@ -76,17 +88,20 @@ class TensorReader:
 
     def _handle(self, path: str):
         if path not in self._open:
-            if path.endswith(".safetensors"):
-                from safetensors import safe_open
-
-                self._open[path] = safe_open(path, framework="pt")
-            else:
-                self._open[path] = load_bin(path)
+            self._open[path] = open_safetensors(path) if path.endswith(".safetensors") else load_bin(path)
         return self._open[path]
+
+    def open_all(self) -> None:
+        """Open every file now, so that an unreadable one is named before another loader reads it."""
+        for path in sorted(set(self.mapping.values())):
+            self._handle(path)
 
     def get(self, key: str) -> torch.Tensor:
         path = self.mapping[key]
         handle = self._handle(path)
-        if path.endswith(".safetensors"):
+        if not path.endswith(".safetensors"):
+            return handle[key]
+        try:
             return handle.get_tensor(key)
-        return handle[key]
+        except Exception as e:  # safetensors' own errors name no file
+            raise CheckpointError(f"{path}: cannot read {key!r} ({e})") from None

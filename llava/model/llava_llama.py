@@ -58,15 +58,18 @@ class LlavaLlamaForCausalLM(LlavaForConditionalGeneration):
         return "cache" if "cache" in params else "past_key_values"
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 336, 336) pixels -> (B, 576, hidden) projected features in the text dtype."""
-        tower = self.model.vision_tower
-        layer = self.config.vision_feature_layer
-        out = tower(pixel_values.to(device=self.device, dtype=self.vision_dtype), output_hidden_states=True)
-        features = out.hidden_states[layer]  # (B, 1 + 576, vision_hidden)
+        """(B, 3, 336, 336) pixels -> (B, 576, hidden) projected features in the text dtype.
+
+        The original's dtype flow: its loader rounds the pixels to the language model's dtype,
+        CLIP casts them to its own dtype, and the selected features are cast back to the
+        pixels' dtype before the projector.
+        """
+        pixels = pixel_values.to(device=self.device, dtype=self.text_dtype)
+        out = self.model.vision_tower(pixels.to(self.vision_dtype), output_hidden_states=True)
+        features = out.hidden_states[self.config.vision_feature_layer]  # (B, 1 + 576, vision_hidden)
         if self.config.vision_feature_select_strategy == "default":
             features = features[:, 1:]  # drop CLS: the 'patch' features of the original
-        projector = self.model.multi_modal_projector
-        return projector(features.to(projector.linear_1.weight.dtype)).to(self.text_dtype)
+        return self.model.multi_modal_projector(features.to(pixels.dtype))
 
     def embed_multimodal(self, input_ids_list, image_features: torch.Tensor | None):
         """Left-padded inputs_embeds, attention_mask and position_ids for a batch of prompts.

@@ -23,8 +23,10 @@ def p_true_question(prompt: str, answer: str) -> str:
 def true_probability(yes_mass: float, no_mass: float) -> float:
     """P(yes) renormalised over yes and no; 0.5 when the model puts no mass on either.
 
-    >>> true_probability(0.3, 0.1)
+    >>> true_probability(0.375, 0.125)
     0.75
+    >>> true_probability(0.0, 0.0)
+    0.5
     """
     total = yes_mass + no_mass
     return yes_mass / total if total > 0 else 0.5
