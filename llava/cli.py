@@ -26,8 +26,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
-def new_parser(description: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: `error: MESSAGE (see --help)`, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def new_parser(description: str | None) -> ArgumentParser:
+    return ArgumentParser(description=description, formatter_class=HelpFormatter)
 
 
 # Errors a user can fix: the message says what and where. ValueError covers the project's own

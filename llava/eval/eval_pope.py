@@ -264,8 +264,8 @@ def json_summary(results: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = new_parser(__doc__)
     parser.add_argument("--annotation-dir", required=True, help="folder with coco_pope_<category>.json")
-    parser.add_argument("--question-file", required=True)
-    parser.add_argument("--result-file", required=True)
+    parser.add_argument("--question-file", required=True, help="the LLaVA question jsonl that was answered")
+    parser.add_argument("--result-file", required=True, help="LLaVA answers jsonl")
     parser.add_argument(
         "--allow-partial", action="store_true", help="evaluate the answered questions only and print the coverage"
     )

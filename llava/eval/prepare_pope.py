@@ -94,7 +94,7 @@ def write_questions(questions: list[dict], output_file: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = new_parser(__doc__)
     parser.add_argument("--pope-dir", required=True, help="folder with coco_pope_{adversarial,random,popular}.json")
-    parser.add_argument("--output-file", required=True)
+    parser.add_argument("--output-file", required=True, help="LLaVA question jsonl to write")
     parser.add_argument("--per-category", type=int, default=None, help="draw N questions per split (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --per-category draw")
     args = parser.parse_args(argv)

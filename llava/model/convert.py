@@ -62,11 +62,11 @@ def export_hf_layout(model, tokenizer, image_processor, output_dir: str) -> None
 def main(argv=None) -> None:
     from llava.model.builder import load_pretrained_model
 
-    parser = argparse.ArgumentParser(description="Write an llava-hf-layout copy of an original LLaVA-1.5 checkpoint.")
-    parser.add_argument("--model-path", required=True)
-    parser.add_argument("--vision-tower", default=None)
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--dtype", default="float16")
+    parser = new_parser("Write an llava-hf-layout copy of an original LLaVA-1.5 checkpoint.")
+    parser.add_argument("--model-path", required=True, help="an original llava-v1.5 folder")
+    parser.add_argument("--vision-tower", default=None, help="local CLIP folder (overrides mm_vision_tower)")
+    parser.add_argument("--output-dir", required=True, help="folder of the llava-hf copy")
+    parser.add_argument("--dtype", default="float16", help="dtype of the language model's weights in the copy")
     args = parser.parse_args(argv)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         args.model_path, device="cpu", dtype=args.dtype, vision_tower=args.vision_tower
