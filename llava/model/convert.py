@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 from transformers import AddedToken
 
-from llava.cli import run_main
+from llava.cli import new_parser, run_main
 
 
 def padded_vocab_size(vocab_size: int, added: int = 2, multiple: int = 64) -> int:
