@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Vision-aware uncertainty study (issue 8, docs/method.md): stage 1 with the degraded-image passes
+# Vision-aware uncertainty study (docs/method.md): stage 1 with the degraded-image passes
 # (--image-variants), the probes pass (most-attended image tokens hidden, a random-mask control,
 # question rewordings), the p(True) pass, stage 2 (every registered measure, the new ones included), a logistic
 # combination cross-validated across images, eval_pope and the AUROC/AUPR/PRR table with bootstrap
