@@ -6,6 +6,7 @@ import torch
 
 from llava.constants import POPE_ANSWER_SUFFIX
 from semantic_entropy.sampling.sampler import first_token_probs_shared_prefix
+from semantic_entropy.scoring.measures import yes_probability
 
 P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?" + POPE_ANSWER_SUFFIX
 
@@ -20,22 +21,10 @@ def p_true_question(prompt: str, answer: str) -> str:
     return P_TRUE_TEMPLATE.format(question=question, answer=answer)
 
 
-def true_probability(yes_mass: float, no_mass: float) -> float:
-    """P(yes) renormalised over yes and no; 0.5 when the model puts no mass on either.
-
-    >>> true_probability(0.375, 0.125)
-    0.75
-    >>> true_probability(0.0, 0.0)
-    0.5
-    """
-    total = yes_mass + no_mass
-    return yes_mass / total if total > 0 else 0.5
-
-
 @torch.inference_mode()
 def p_true_of_batch(model, groups, pixel_values, yes_ids, no_ids, eos_token_id) -> list[float]:
     features = model.encode_images(pixel_values)
     embeds, mask, positions = model.embed_multimodal([torch.tensor(g.prefix_ids) for g in groups], features)
     suffixes = [(row, ids) for row, g in enumerate(groups) for ids in g.suffix_ids]
     probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (Nq, V)
-    return [true_probability(float(row[yes_ids].sum()), float(row[no_ids].sum())) for row in probs]
+    return [yes_probability(float(row[yes_ids].sum()), float(row[no_ids].sum())) for row in probs]
