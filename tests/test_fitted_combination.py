@@ -7,19 +7,20 @@ import pytest
 
 from llava.jsonl_io import JsonlError, read_jsonl
 from semantic_entropy import fitted_combination
+from semantic_entropy.evaluation import combination
 from semantic_entropy.evaluation.metrics import auroc
 from tests.test_eval_auroc import build_pope_set
 
 
 def test_folds_split_images_and_are_reproducible():
     images = [f"img{k % 7}" for k in range(40)]
-    folds = fitted_combination.image_folds(images, folds=3, seed=1)
+    folds = combination.image_folds(images, folds=3, seed=1)
     for image in set(images):  # every question of an image in one fold
         assert len({int(f) for f, i in zip(folds, images) if i == image}) == 1
     assert sorted(set(folds.tolist())) == [0, 1, 2]
-    assert (fitted_combination.image_folds(images, 3, 1) == folds).all()
+    assert (combination.image_folds(images, 3, 1) == folds).all()
     with pytest.raises(ValueError, match="between 2 and the number of images"):
-        fitted_combination.image_folds(images, folds=8, seed=0)
+        combination.image_folds(images, folds=8, seed=0)
 
 
 def test_out_of_fold_scores_never_see_their_own_fold():
@@ -28,7 +29,7 @@ def test_out_of_fold_scores_never_see_their_own_fold():
     feature = np.array([[0.1], [0.9], [0.2], [0.8], [0.1], [0.9], [0.2], [0.8], [0.15], [0.85], [0.15], [0.85]])
     wrong = np.array([0, 1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0])
     folds = np.array([0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1])
-    scores, models = fitted_combination.out_of_fold_scores(feature, wrong, folds)
+    scores, models = combination.out_of_fold_scores(feature, wrong, folds)
     assert auroc(wrong[folds == 1], scores[folds == 1]) == 0.0
     assert [m["fold"] for m in models] == [0, 1, 2]
     assert models[1]["coefficients_standardised"][0] > 0  # fitted on folds 0 and 2: feature up, error up
@@ -58,5 +59,5 @@ def test_a_missing_score_names_the_question(tmp_path):
     del records[4]["scores"]["noise"]
     (tmp_path / "broken.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(JsonlError, match=f"question_id {ids[4]}.*'noise'"):
-        fitted_combination.combine(str(tmp_path / "broken.jsonl"), paths["answers_file"], paths["annotation_dir"],
+        combination.combine(str(tmp_path / "broken.jsonl"), paths["answers_file"], paths["annotation_dir"],
                                    paths["question_file"], ["informative", "noise"], str(tmp_path / "out.jsonl"), 3)
