@@ -146,7 +146,7 @@ def test_p_value_equals_a_hand_count_over_the_same_resamples():
             continue
     differences = np.array(differences)
     below, above = int((differences <= 0).sum()), int((differences >= 0).sum())
-    expected = min(1.0, 2 * (1 + min(below, above)) / (len(differences) + 1))
+    expected = min(1.0, 2 * min(below, above) / len(differences))
     cell = split["paired"]["other"]["auroc"]
     assert cell["p_value"] == pytest.approx(expected, abs=1e-12)
     assert cell["ci_low"] == pytest.approx(np.percentile(differences, 2.5), abs=1e-12)
@@ -156,9 +156,11 @@ def test_p_value_equals_a_hand_count_over_the_same_resamples():
 def test_p_values_and_holm_by_hand():
     # 7 of 9 differences above 0, 1 below, 1 exactly 0 (counted on both sides): below 2, above 8.
     differences = np.array([0.3, 0.1, 0.2, -0.1, 0.0, 0.4, 0.05, 0.2, 0.3])
-    assert bootstrap_p_values(differences).tolist() == pytest.approx([2 * (1 + 2) / 10])
-    # NaN resamples (undefined) are left out: 3 valid, all above -> 2 * 1 / 4.
-    assert bootstrap_p_values(np.array([0.1, np.nan, 0.2, 0.3])).tolist() == pytest.approx([0.5])
+    assert bootstrap_p_values(differences).tolist() == pytest.approx([2 * 2 / 9])
+    # NaN resamples (undefined) are left out: 4 valid, one below -> 2 * 1 / 4.
+    assert bootstrap_p_values(np.array([0.1, np.nan, 0.2, -0.3, 0.4])).tolist() == pytest.approx([0.5])
+    # Every resample on one side: 0, i.e. below the resolution 1/B.
+    assert bootstrap_p_values(np.array([0.1, 0.2, 0.3])).tolist() == [0.0]
     assert np.isnan(bootstrap_p_values(np.array([np.nan, np.nan]))[0])
     # Holm over 4 tests: sorted .001 .01 .02 .04 -> .004, .03, .04, .04 (kept monotone).
     assert holm([0.04, 0.001, 0.02, 0.01]) == pytest.approx([0.04, 0.004, 0.04, 0.03])

@@ -297,7 +297,7 @@ def test_paired_comparison_with_the_reference(pope_set, tmp_path):
     cell = report["all"]["paired"]["noise"]["auroc"]
     assert cell["value"] == pytest.approx(report["all"]["noise"]["auroc"]["value"]
                                           - report["all"]["yes_no_entropy"]["auroc"]["value"])
-    assert 0 < cell["p_value"] <= 1 and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
+    assert 0 <= cell["p_value"] <= 1 and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
     assert report["random"]["paired"]["noise"]["auroc"]["value"] is None  # no error in random
     assert report["all"]["n_units"] == 12 and report["adversarial"]["n_units"] == 4
 

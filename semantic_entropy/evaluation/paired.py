@@ -19,18 +19,19 @@ def bootstrap_p_values(differences: np.ndarray) -> np.ndarray:
 
     With D the defined (non-NaN) resampled differences of a column, below = #(d <= 0) and
     above = #(d >= 0) (a difference of exactly 0 counts on both sides):
-    p = min(1, 2 (1 + min(below, above)) / (|D| + 1)).
-    The +1 counts the observed sample among the resamples, so p is never 0: with B resamples
-    the smallest p is 2 / (B + 1). NaN where no resample is defined.
+    p = min(1, 2 min(below, above) / |D|).
+    It is the smallest alpha at which the percentile interval of level 1 - alpha excludes 0, so
+    the p-value and the interval agree. 0 means no resample fell on the other side of 0: report
+    it as p < 1/|D|, the resolution of |D| resamples. NaN where no resample is defined.
 
-    Worked example: differences 0.2, 0.1, 0.3, -0.05: below = 1, above = 3,
-    p = 2 (1 + 1) / 5 = 0.8. Nineteen positive differences: p = 2 / 20 = 0.1.
+    Worked example: differences 0.2, 0.1, 0.3, -0.05: below = 1, above = 3, p = 2 x 1 / 4 = 0.5.
+    Nineteen positive differences: p = 0 (below 1/19). Identical scores: every difference is 0, p = 1.
 
     >>> bootstrap_p_values(np.array([[0.2], [0.1], [0.3], [-0.05]])).tolist()
-    [0.8]
-    >>> bootstrap_p_values(np.linspace(0.1, 1.9, 19)[:, None]).round(6).tolist()
-    [0.1]
-    >>> bootstrap_p_values(np.zeros((5, 1))).tolist()  # identical scores
+    [0.5]
+    >>> bootstrap_p_values(np.linspace(0.1, 1.9, 19)[:, None]).tolist()
+    [0.0]
+    >>> bootstrap_p_values(np.zeros((5, 1))).tolist()
     [1.0]
     """
     differences = np.asarray(differences, dtype=np.float64)
@@ -40,7 +41,7 @@ def bootstrap_p_values(differences: np.ndarray) -> np.ndarray:
     n_valid = valid.sum(axis=0)
     below = (valid & (differences <= 0)).sum(axis=0)
     above = (valid & (differences >= 0)).sum(axis=0)
-    p = 2.0 * (1.0 + np.minimum(below, above)) / (n_valid + 1.0)
+    p = 2.0 * np.minimum(below, above) / np.maximum(n_valid, 1)
     return np.where(n_valid > 0, np.minimum(1.0, p), np.nan)
 
 

@@ -71,17 +71,26 @@ def format_cell(cell: dict) -> str:
     return text
 
 
-def format_paired_cell(cell: dict, adjusted_p: float | None) -> str:
+def format_p(p: float, n_resamples: int) -> str:
+    """'p=0.012', or 'p<0.001' for 0 (no resample on the other side of 0) with 1,000 resamples.
+
+    >>> format_p(0.0123, 1000), format_p(0.0, 1000), format_p(0.0, 200)
+    ('p=0.012', 'p<0.001', 'p<0.005')
+    """
+    return f"p<{1 / n_resamples:.3g}" if p == 0 else f"p={p:.3f}"
+
+
+def format_paired_cell(cell: dict, adjusted_p: float | None, n_resamples: int) -> str:
     """A paired difference with its interval and adjusted p-value; '*' where that p is below 0.05.
 
-    >>> format_paired_cell({"value": -0.043, "ci_low": -0.062, "ci_high": -0.022, "p_value": 0.002}, 0.01)
+    >>> format_paired_cell({"value": -0.043, "ci_low": -0.062, "ci_high": -0.022, "p_value": 0.002}, 0.01, 1000)
     '-0.043 [-0.062, -0.022] p=0.010*'
-    >>> format_paired_cell({"value": 0.004, "ci_low": None, "ci_high": None, "p_value": None}, None)
+    >>> format_paired_cell({"value": 0.004, "ci_low": None, "ci_high": None, "p_value": None}, None, 0)
     '0.004'
     """
     text = format_cell(cell)
     if cell["value"] is not None and adjusted_p is not None:
-        text += f" p={adjusted_p:.3f}" + ("*" if adjusted_p < 0.05 else "")
+        text += " " + format_p(adjusted_p, n_resamples) + ("*" if adjusted_p < 0.05 else "")
     return text
 
 
@@ -149,12 +158,13 @@ def markdown_report(report: dict, columns: Sequence[ScoreColumn], settings: Eval
                           f"the same resamples (paired)")
         lines += ["", f"## Paired AUROC difference from {reference}", "", explained + ".", ""]
         adjusted = {s: holm_by_column(report[s], [c.key for c in compared], "auroc") for s in splits}
-        rows = [row_names[c.key] + [format_paired_cell(report[s]["paired"][c.key]["auroc"], adjusted[s].get(c.key))
-                                    for s in splits] for c in compared]
+        rows = [row_names[c.key] + [format_paired_cell(report[s]["paired"][c.key]["auroc"], adjusted[s].get(c.key),
+                                                       settings.n_resamples) for s in splits] for c in compared]
         lines += markdown_table(name_header + splits, rows)
         if settings.n_resamples > 0:
             lines += ["", (f"p: two-sided paired bootstrap p-value, Holm-adjusted across the {len(compared)} "
-                           "measures of each column; * p < 0.05.")]
+                           f"measures of each column; * p < 0.05; p<{1 / settings.n_resamples:.3g}: no resample "
+                           "on the other side of 0.")]
 
     metric_keys = m.metric_names(settings.coverages)
     for split in splits:
@@ -171,8 +181,9 @@ def markdown_report(report: dict, columns: Sequence[ScoreColumn], settings: Eval
             lines += [""] + [f"- n/a: {reason}" for reason in reasons]
         if stats.get("paired_reference") and compared:
             adjusted = {k: holm_by_column(stats, [c.key for c in compared], k) for k in PAIRED_METRICS}
-            rows = [row_names[c.key] + [format_paired_cell(stats["paired"][c.key][k], adjusted[k].get(c.key))
-                                        for k in PAIRED_METRICS] for c in compared]
+            rows = [row_names[c.key] + [format_paired_cell(stats["paired"][c.key][k], adjusted[k].get(c.key),
+                                                           settings.n_resamples) for k in PAIRED_METRICS]
+                    for c in compared]
             lines += ["", (f"Paired differences from {stats['paired_reference']} (measure - reference; "
                            "p Holm-adjusted across the measures of each column):"), ""]
             lines += markdown_table(name_header + [f"Δ{METRIC_TITLES[k].split(' ')[0]}" for k in PAIRED_METRICS], rows)
