@@ -113,7 +113,11 @@ def paired_cells(point: Mapping[str, float | str], reference: Mapping[str, float
 
 def evaluate_split(is_false: np.ndarray, scores: Mapping[str, np.ndarray], units: np.ndarray,
                    settings: EvalSettings, split_seed: Sequence[int]) -> dict:
-    """One split's entry of metrics.json (see the module docstring)."""
+    """One split's entry of metrics.json (see the module docstring).
+
+    `units` (n,) is the resampled cluster of each question (its image, or one per question);
+    `settings.cluster_unit` only names it in the report. `split_seed` seeds the draws.
+    """
     names = m.metric_names(settings.coverages)
     points = {key: point_metrics(is_false, values, settings.coverages) for key, values in scores.items()}
     n, n_errors = len(is_false), int(is_false.sum())
