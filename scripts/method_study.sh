@@ -89,6 +89,6 @@ rm -f "$COMBINED_FILE"  # refitted every run: cheap, and it must follow the curr
     --uncertainty-file "$COMBINED_FILE" --answers-file "$ANSWERS_FILE" \
     --annotation-dir "$ANNOTATION_DIR" --question-file "$QUESTION_FILE" \
     --output-dir "$EVAL_DIR" --bootstrap "$BOOTSTRAP" \
-    --title "Vision-aware uncertainty on $(basename "$POPE_DIR") ($(basename "$MODEL_PATH"))"
+    --title "Vision-aware uncertainty on $(basename "$POPE_DIR") ($(basename "$MODEL_PATH"))" --print headline
 
-echo "table: $EVAL_DIR/metrics.md; greedy POPE metrics: $RUN_DIR/pope_metrics.json"
+echo "full table (paired differences, every split and metric): $EVAL_DIR/metrics.md"

@@ -112,6 +112,7 @@ fi
     --annotation-dir "$ANNOTATION_DIR" \
     --question-file "$QUESTION_FILE" \
     --output-dir "$EVAL_DIR" \
-    --bootstrap "$BOOTSTRAP"
+    --bootstrap "$BOOTSTRAP" \
+    --print headline
 
-echo "table: $EVAL_DIR/metrics.md (also metrics.json, metrics.csv, *.png); greedy POPE metrics: $RUN_DIR/pope_metrics.json"
+echo "full table (paired differences, every split and metric): $EVAL_DIR/metrics.md"

@@ -1,4 +1,4 @@
-"""Stage 3 CLI on a handmade POPE set: joins, errors naming ids, tables, JSON, CSV and plots."""
+"""Stage 3 CLI on a handmade POPE set: joins, errors naming ids, splits, tables, JSON, CSV and plots."""
 
 import csv
 import json
@@ -13,6 +13,7 @@ from llava.eval.eval_pope import PopeJoinError
 from llava.jsonl_io import JsonlError
 from semantic_entropy import eval_auroc
 from semantic_entropy.eval_auroc import main, run
+from semantic_entropy.evaluation import joining, plots, tables
 from semantic_entropy.evaluation.metrics import aupr, auroc, prr
 
 OFFSETS = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}
@@ -93,7 +94,7 @@ def test_cli_writes_every_report(pope_set, tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     report = json.loads((out / "metrics.json").read_text())
-    assert list(report) == ["adversarial", "random", "popular", "all"]
+    assert list(report) == ["adversarial", "random", "popular", "all", "yes_answers", "no_answers"]
     assert report["all"]["n"] == 36 and report["all"]["n_errors"] == 8
     assert report["adversarial"]["accuracy"] == pytest.approx(9 / 12)
     assert report["popular"]["error_rate"] == pytest.approx(5 / 12)
@@ -118,12 +119,12 @@ def test_cli_writes_every_report(pope_set, tmp_path, capsys):
 
     markdown = (out / "metrics.md").read_text()
     assert markdown in capsys.readouterr().out
-    assert "| measure | adversarial | random | popular | all |" in markdown
+    assert "| measure | adversarial | random | popular | all | yes_answers | no_answers |" in markdown
     assert "n/a: every answer is correct (12 of 12)" in markdown
     assert "Acc@95%" in markdown
 
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert len(rows) == 4 * 3
+    assert len(rows) == 6 * 3
     assert {r["measure"] for r in rows} == set(scores)
     first = next(r for r in rows if r["split"] == "all" and r["measure"] == "informative")
     assert float(first["auroc"]) == pytest.approx(report["all"]["informative"]["auroc"]["value"])
@@ -131,6 +132,9 @@ def test_cli_writes_every_report(pope_set, tmp_path, capsys):
     joined = list(csv.DictReader((out / "per_question.csv").open()))
     assert [int(r["question_id"]) for r in joined] == ids.tolist()
     assert [int(r["is_false"]) for r in joined] == is_false.tolist()
+    # Everything the statistics read: the image (the bootstrap's unit) and the parsed answer (the direction splits).
+    assert joined[0]["image"] == "adversarial_0.png" and joined[-1]["image"] == "popular_3.png"
+    assert {r["prediction"] for r in joined} == {"yes", "no"}
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["bootstrap"] == 200 and manifest["settings"]["labels"] == ["uncertainty_exact"]
@@ -142,7 +146,7 @@ def test_two_files_make_one_comparison_table(pope_set, tmp_path):
     out = tmp_path / "eval"
     report = run(eval_auroc.parse_args(cli_args(paths, out, "--labels", "exact", "nli", "--no-plots",
                                                 uncertainty=("exact", "nli"))))
-    keys = [k for k in report["all"] if k not in eval_auroc.SPLIT_STATS]
+    keys = tables.column_keys(report)
     assert keys == ["exact/informative", "exact/yes_no_entropy", "exact/noise",
                     "nli/informative_nli_strict", "nli/yes_no_entropy_nli_strict", "nli/noise_nli_strict"]
     # Halving every score does not change a ranking metric; the same resamples give the same interval.
@@ -159,7 +163,7 @@ def test_measures_filter_and_seeded_reproducibility(pope_set, tmp_path):
     again = run(eval_auroc.parse_args(cli_args(paths, tmp_path / "b", "--measures", "yes_no_entropy", "--no-plots")))
     other = run(eval_auroc.parse_args(cli_args(paths, tmp_path / "c", "--measures", "yes_no_entropy", "--no-plots",
                                                "--seed", "1")))
-    assert [k for k in first["all"] if k not in eval_auroc.SPLIT_STATS] == ["yes_no_entropy"]
+    assert tables.column_keys(first) == ["yes_no_entropy"]
     assert first == again
     assert first["all"]["yes_no_entropy"]["auroc"]["ci_low"] != other["all"]["yes_no_entropy"]["auroc"]["ci_low"]
     with pytest.raises(ValueError, match=r"--measures \['nope'\] are in none"):
@@ -233,11 +237,11 @@ def test_partial_answers_need_allow_partial(pope_set, tmp_path):
 
 def test_labels_are_checked():
     with pytest.raises(ValueError, match="1 label"):
-        eval_auroc.check_labels(["a"], ["x.jsonl", "y.jsonl"])
+        joining.check_labels(["a"], ["x.jsonl", "y.jsonl"])
     with pytest.raises(ValueError, match="without '/'"):
-        eval_auroc.check_labels(["a/b"], ["x.jsonl"])
+        joining.check_labels(["a/b"], ["x.jsonl"])
     with pytest.raises(ValueError, match="more than one"):
-        eval_auroc.check_labels(["a", "a"], ["x.jsonl", "y.jsonl"])
+        joining.check_labels(["a", "a"], ["x.jsonl", "y.jsonl"])
 
 
 def test_module_entry_point_reports_errors(pope_set, tmp_path):
@@ -251,8 +255,98 @@ def test_module_entry_point_reports_errors(pope_set, tmp_path):
 
 def test_curve_figures_keep_the_columns_with_the_highest_auroc():
     is_false = np.array([1, 1, 0, 0])
-    columns = [eval_auroc.ScoreColumn(name, name, name, np.array(values, dtype=float)) for name, values in
+    columns = [joining.ScoreColumn(name, name, name, np.array(values, dtype=float)) for name, values in
                (("chance", [0.5, 0.2, 0.5, 0.2]), ("perfect", [0.9, 0.8, 0.1, 0.2]), ("inverted", [0, 0, 1, 1]))]
-    joined = eval_auroc.JoinedScores([1, 2, 3, 4], np.array(["random"] * 4), is_false, columns)
-    assert [c.measure for c in eval_auroc.plotted_columns(joined, 2)] == ["perfect", "chance"]  # AUROC 1, 0.5
-    assert [c.measure for c in eval_auroc.plotted_columns(joined, 3)] == ["chance", "perfect", "inverted"]  # all, as given
+    joined = joining.JoinedScores([1, 2, 3, 4], np.array(["random"] * 4), is_false, columns)
+    assert [c.measure for c in plots.plotted_columns(joined, 2)] == ["perfect", "chance"]  # AUROC 1, 0.5
+    assert [c.measure for c in plots.plotted_columns(joined, 3)] == ["chance", "perfect", "inverted"]  # all, as given
+
+
+def test_answer_direction_splits_count_the_parsed_answers(pope_set, tmp_path):
+    """By hand from WRONG: adversarial says "yes" to 0, 4, 6, 8, 10 (right) and 5, 9 (false "yes"), "no"
+    to 1, 3, 7, 11 (right) and 2 (miss); random answers every question right (6 "yes"); popular says
+    "yes" to 2, 6, 10 and 7, 11 (false), "no" to 1, 3, 5, 9 and 0, 4, 8 (misses)."""
+    paths, _, is_false, _, scores, _ = pope_set
+    report = run(eval_auroc.parse_args(cli_args(paths, tmp_path / "eval", "--no-plots")))
+    yes, no = report["yes_answers"], report["no_answers"]
+    assert (yes["n"], yes["n_errors"]) == (7 + 6 + 5, 2 + 0 + 2)
+    assert (no["n"], no["n_errors"]) == (5 + 6 + 7, 1 + 0 + 3)
+    # The split's metrics are those of its questions: the answers eval_pope parses as "yes".
+    said_yes = np.array([r["prediction"] == "yes" for r in csv.DictReader((tmp_path / "eval" / "per_question.csv").open())])
+    assert said_yes.sum() == 18
+    assert report["yes_answers"]["informative"]["auroc"]["value"] == pytest.approx(
+        auroc(is_false[said_yes], scores["informative"][said_yes]))
+    assert "yes_answers: greedy answer parsed as \"yes\"; its errors are false \"yes\"" in \
+        (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_paired_comparison_with_the_reference(pope_set, tmp_path):
+    paths, *_ = pope_set
+    out = tmp_path / "eval"
+    report = run(eval_auroc.parse_args(cli_args(paths, out, "--no-plots")))
+    for stats in report.values():
+        assert stats["bootstrap_unit"] == "image" and stats["paired_reference"] == "yes_no_entropy"
+        assert list(stats["paired"]) == ["informative", "noise"]  # every measure but the reference
+    cell = report["all"]["paired"]["noise"]["auroc"]
+    assert cell["value"] == pytest.approx(report["all"]["noise"]["auroc"]["value"]
+                                          - report["all"]["yes_no_entropy"]["auroc"]["value"])
+    assert 0 <= cell["p_value"] <= 1 and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
+    assert report["random"]["paired"]["noise"]["auroc"]["value"] is None  # no error in random
+    assert report["all"]["n_units"] == 12 and report["adversarial"]["n_units"] == 4
+
+    markdown = (out / "metrics.md").read_text()
+    assert "Bootstrap unit: image." in markdown.split("## Paired")[0]  # named under the first table
+    assert "## Paired AUROC difference from yes_no_entropy" in markdown
+    assert "Holm-adjusted across the 2 measures of each column" in markdown
+    rows = {(r["split"], r["measure"]): r for r in csv.DictReader((out / "metrics.csv").open())}
+    assert float(rows["all", "noise"]["d_auroc"]) == pytest.approx(cell["value"])
+    assert rows["all", "yes_no_entropy"]["d_auroc"] == ""  # the reference has no difference from itself
+    # Holm over the two measures of a column: the larger p is at least the smaller p times one.
+    p = [report["all"]["paired"][k]["auroc"]["p_value"] for k in ("informative", "noise")]
+    holm_p = [float(rows["all", k]["d_auroc_p_holm"]) for k in ("informative", "noise")]
+    assert min(holm_p) == pytest.approx(min(1.0, 2 * min(p)))
+
+    other = run(eval_auroc.parse_args(cli_args(paths, tmp_path / "other", "--no-plots", "--compare-to", "noise")))
+    assert other["all"]["paired_reference"] == "noise"
+    assert other["all"]["paired"]["yes_no_entropy"]["auroc"]["value"] == pytest.approx(-cell["value"])
+    with pytest.raises(ValueError, match="--compare-to 'nope' is not among the evaluated columns"):
+        run(eval_auroc.parse_args(cli_args(paths, tmp_path / "bad", "--no-plots", "--compare-to", "nope")))
+    # Without yes_no_entropy and semantic_entropy there is no reference and no paired table.
+    alone = run(eval_auroc.parse_args(cli_args(paths, tmp_path / "alone", "--no-plots", "--measures", "noise")))
+    assert alone["all"]["paired_reference"] is None and alone["all"]["paired"] == {}
+
+
+def test_cluster_by_question_is_the_plain_question_bootstrap(pope_set, tmp_path):
+    """--cluster-by question draws, per split, n question indices per resample from
+    default_rng((seed, split index)), as the bootstrap of questions always did."""
+    paths, _, is_false, categories, scores, _ = pope_set
+    report = run(eval_auroc.parse_args(cli_args(paths, tmp_path / "eval", "--no-plots", "--cluster-by", "question")))
+    mask = categories == "popular"  # split index 2
+    labels, values = is_false[mask], scores["informative"][mask]
+    rng = np.random.default_rng((0, 2))
+    draws = []
+    for _ in range(200):
+        index = rng.integers(0, 12, size=12)
+        try:
+            draws.append(auroc(labels[index], values[index]))
+        except ValueError:
+            pass
+    cell = report["popular"]["informative"]["auroc"]
+    assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])), abs=1e-12)
+    assert report["popular"]["bootstrap_unit"] == "question" and report["popular"]["n_units"] == 12
+
+
+def test_help_shows_every_default():
+    result = subprocess.run([sys.executable, "-m", "semantic_entropy.eval_auroc", "--help"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "None = image when the questions name their image (default: None)" in text
+    assert "None = yes_no_entropy when present, else semantic_entropy (default: None)" in text
+    options = [action for action in eval_auroc.build_parser()._actions if action.dest != "help"]
+    assert len(options) == 18
+    for action in options:
+        assert action.help, action.dest
+        if not action.required:
+            # the default is printed after the option's help text
+            assert f"{action.help} (default: " in text, action.dest

@@ -1,4 +1,4 @@
-"""semantic_entropy.evaluation.metrics: hand-worked values, scikit-learn agreement, ties, bootstrap."""
+"""semantic_entropy.evaluation.metrics: hand-worked values, scikit-learn agreement, ties."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,6 @@ from semantic_entropy.evaluation.metrics import (
     aupr,
     aurac,
     auroc,
-    bootstrap_ci,
     metric_names,
     metrics_of_groups,
     oracle_aurac,
@@ -133,51 +132,3 @@ def test_invalid_inputs_are_named():
         auroc([], [])
     with pytest.raises(ValueError, match="coverage"):
         accuracy_at_coverage([0, 1], [0.1, 0.2], 0.0)
-
-
-def test_resampled_groups_equal_metrics_of_the_resampled_arrays():
-    rng = np.random.default_rng(2)
-    is_false = rng.integers(0, 2, 30)
-    scores = rng.integers(0, 8, 30) / 7
-    groups = tie_groups(is_false, scores)
-    for _ in range(20):
-        indices = rng.integers(0, 30, 30)
-        from_groups = metrics_of_groups(groups.resample(indices))
-        direct = metrics_of_groups(tie_groups(is_false[indices], scores[indices]))
-        assert from_groups.keys() == direct.keys()
-        for name, value in direct.items():
-            assert from_groups[name] == (value if isinstance(value, str) else pytest.approx(value, abs=1e-12))
-
-
-def test_bootstrap_interval_covers_the_estimate_and_is_seeded():
-    rng = np.random.default_rng(3)
-    is_false = rng.integers(0, 2, 200)
-    scores = is_false + rng.normal(scale=1.0, size=200)
-    point = auroc(is_false, scores)
-
-    def statistic(indices):
-        return auroc(is_false[indices], scores[indices])
-
-    first = bootstrap_ci(statistic, 200, n_resamples=300, seed=7)
-    assert first.low[0] < point < first.high[0]
-    assert first.n_valid.tolist() == [300]
-    again = bootstrap_ci(statistic, 200, n_resamples=300, seed=7)
-    assert (first.low, first.high) == (again.low, again.high)
-    other = bootstrap_ci(statistic, 200, n_resamples=300, seed=8)
-    assert (first.low[0], first.high[0]) != (other.low[0], other.high[0])
-    # A wider confidence gives a wider interval on the same resamples.
-    wide = bootstrap_ci(statistic, 200, n_resamples=300, seed=7, confidence=0.99)
-    assert wide.low[0] <= first.low[0] and wide.high[0] >= first.high[0]
-
-
-def test_bootstrap_leaves_out_undefined_resamples():
-    # One error in 6: many resamples have no error and AUROC is undefined there.
-    is_false = np.array([0, 0, 0, 0, 0, 1])
-    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])
-    interval = bootstrap_ci(lambda idx: auroc(is_false[idx], scores[idx]), 6, n_resamples=200, seed=0)
-    assert 0 < interval.n_valid[0] < 200
-    assert interval.low[0] == interval.high[0] == 1.0
-    # Demanding more valid resamples than there are gives no interval.
-    strict = bootstrap_ci(lambda idx: auroc(is_false[idx], scores[idx]), 6, n_resamples=200, seed=0,
-                          min_valid_fraction=1.0)
-    assert np.isnan(strict.low[0]) and np.isnan(strict.high[0])

@@ -53,9 +53,15 @@ def test_tiny_random_model_end_to_end_and_rerun_skips(tiny_checkpoints, tmp_path
     assert [len(g["samples"]) for g in generations] == [3] * 5
     assert {g["sampling"]["temperature"] for g in generations} == {1.0}
     report = json.loads((folder / "eval_exact" / "metrics.json").read_text())
-    assert list(report) == ["random", "all"] and report["all"]["n"] == 5
+    assert list(report)[:2] == ["random", "all"] and report["all"]["n"] == 5  # then the answer-direction splits
     assert "yes_no_entropy" in report["all"]
-    assert "table:" in first.stdout
+    # the output ends with the headline table (AUROC all and the split, one line a measure) and the full table's path
+    lines = first.stdout.strip().splitlines()
+    assert lines[-1] == f"full table (paired differences, every split and metric): {folder}/eval_exact/metrics.md"
+    header = next(i for i, line in enumerate(lines) if line.startswith("AUROC "))
+    assert lines[header].split() == ["AUROC", "all"]  # the fixture has no adversarial split
+    assert any(line.startswith("yes_no_entropy ") for line in lines[header:])
+    assert "| AUROC" not in first.stdout  # the markdown table stays in the file
 
     again = run_script(tmp_path, **config)
     assert "stage 1: " in again.stdout and "is complete, skipping" in again.stdout
@@ -70,6 +76,6 @@ def test_demo_yes_no_entropy_flags_errors(tmp_path):
     run_script(tmp_path, PER_CATEGORY="40", NUM_SAMPLES="4", BOOTSTRAP="200", OUTPUT_DIR=str(tmp_path / "out"))
     folder = run_dir(tmp_path / "out")
     report = json.loads((folder / "eval_exact" / "metrics.json").read_text())
-    assert list(report) == ["adversarial", "random", "popular", "all"]
+    assert list(report)[:4] == ["adversarial", "random", "popular", "all"]  # then the answer-direction splits
     assert report["all"]["n"] == 120
     assert report["all"]["yes_no_entropy"]["auroc"]["value"] > 0.5, (folder / "eval_exact" / "metrics.md").read_text()

@@ -5,8 +5,7 @@ Every function takes `is_false` (1 where the greedy answer is wrong) and `uncert
 
 - AUROC and AUPR treat errors as the positive class (`y_true = is_false`, `y_score =
   uncertainty`) and equal scikit-learn's `roc_auc_score` and `average_precision_score`
-  (the tests check this on random data with ties). They are computed here, from tie groups,
-  because the bootstrap calls them thousands of times.
+  (the tests check this on random data with ties).
 - Rejection metrics (AURAC, PRR, accuracy at a coverage) keep the most certain questions.
   **Ties in uncertainty are averaged**: questions with the same score are kept or rejected as
   one group, and keeping only part of a group counts the group's mean accuracy for each of its
@@ -16,8 +15,8 @@ Every function takes `is_false` (1 where the greedy answer is wrong) and `uncert
   right): AUROC, AUPR and PRR need both right and wrong answers.
 
 The core representation is `TieGroups`: questions grouped by equal uncertainty, each group
-holding how many questions and how many errors it has. A bootstrap resample only changes those
-counts (`TieGroups.resample`), so every metric of a resample costs O(n) without sorting again.
+holding how many questions and how many errors it has. These functions are the reference; the
+bootstrap computes the same metrics for a thousand resamples at once in `weighted_metrics`.
 """
 
 from __future__ import annotations
@@ -40,18 +39,11 @@ class UndefinedMetricError(ValueError):
 
 @dataclass(frozen=True)
 class TieGroups:
-    """Questions grouped by equal uncertainty, groups in ascending uncertainty.
-
-    `errors` and `counts` are (G,) floats (a resample may weight a question several times or
-    not at all); `member_group` (n,) is each question's group and `member_is_false` (n,) its
-    correctness, so that resamples can recount the groups.
-    """
+    """Questions grouped by equal uncertainty, groups in ascending uncertainty."""
 
     uncertainty: np.ndarray  # (G,) the distinct scores, ascending
-    errors: np.ndarray  # (G,) wrong answers in each group
-    counts: np.ndarray  # (G,) questions in each group
-    member_group: np.ndarray  # (n,) group index of each question, in input order
-    member_is_false: np.ndarray  # (n,) 0/1
+    errors: np.ndarray  # (G,) wrong answers in each group, as floats
+    counts: np.ndarray  # (G,) questions in each group, as floats
 
     @property
     def n(self) -> float:
@@ -60,23 +52,6 @@ class TieGroups:
     @property
     def n_errors(self) -> float:
         return float(self.errors.sum())
-
-    def resample(self, indices: np.ndarray) -> "TieGroups":
-        """The same groups counted over the questions `indices` (repeats allowed), e.g. a bootstrap draw.
-
-        >>> groups = tie_groups([0, 1, 1], [0.2, 0.5, 0.5])
-        >>> groups.resample(np.array([1, 1, 0])).counts.tolist(), groups.resample(np.array([1, 1, 0])).errors.tolist()
-        ([1.0, 2.0], [0.0, 2.0])
-        """
-        size = len(self.counts)
-        members = self.member_group[indices]
-        return TieGroups(
-            uncertainty=self.uncertainty,
-            errors=np.bincount(members, weights=self.member_is_false[indices], minlength=size),
-            counts=np.bincount(members, minlength=size).astype(float),
-            member_group=self.member_group,
-            member_is_false=self.member_is_false,
-        )
 
 
 def validate_inputs(is_false, uncertainty) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +86,6 @@ def tie_groups(is_false, uncertainty) -> TieGroups:
         uncertainty=distinct,
         errors=np.bincount(member_group, weights=labels, minlength=size),
         counts=np.bincount(member_group, minlength=size).astype(float),
-        member_group=member_group,
-        member_is_false=labels,
     )
 
 
@@ -347,65 +320,3 @@ def metrics_of_groups(groups: TieGroups, coverages: Sequence[float] = DEFAULT_CO
         except UndefinedMetricError as reason:
             results[name] = str(reason)
     return results
-
-
-# ---- bootstrap -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BootstrapInterval:
-    low: np.ndarray  # (k,) NaN where too few resamples were defined
-    high: np.ndarray  # (k,)
-    n_valid: np.ndarray  # (k,) resamples on which each statistic was defined
-    n_resamples: int
-
-
-def bootstrap_ci(
-    statistic: Callable[[np.ndarray], float | Sequence[float]],
-    n_items: int,
-    n_resamples: int = 1000,
-    seed: int | Sequence[int] = 0,
-    confidence: float = 0.95,
-    min_valid_fraction: float = 0.5,
-) -> BootstrapInterval:
-    """Percentile bootstrap interval of `statistic(indices)` over resamples of `n_items` items.
-
-    Each resample draws `n_items` indices with replacement from `np.random.default_rng(seed)`,
-    so the same seed gives the same resamples for every statistic (paired comparisons). The
-    statistic returns one value or a vector; NaN, or raising `UndefinedMetricError`, marks a
-    resample where it is undefined (e.g. a draw without errors); such resamples are left out,
-    and where fewer than `min_valid_fraction` of them remain the interval is NaN.
-
-    Worked example: the mean of 0..9 is 4.5 and its 95% interval covers it.
-
-    >>> values = np.arange(10.0)
-    >>> interval = bootstrap_ci(lambda idx: values[idx].mean(), 10, n_resamples=200, seed=0)
-    >>> bool(interval.low[0] < 4.5 < interval.high[0]), interval.n_valid.tolist()
-    (True, [200])
-    """
-    if n_items < 1:
-        raise ValueError(f"bootstrap needs at least one item, got {n_items}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_resamples):
-        indices = rng.integers(0, n_items, size=n_items)
-        try:
-            value = np.atleast_1d(np.asarray(statistic(indices), dtype=float))
-        except UndefinedMetricError:
-            value = None
-        draws.append(value)
-    width = max((len(d) for d in draws if d is not None), default=1)
-    values = np.array([d if d is not None else np.full(width, np.nan) for d in draws])  # (B, k)
-    valid = np.isfinite(values)
-    n_valid = valid.sum(axis=0)
-    tail = 100 * (1 - confidence) / 2
-    low = np.full(width, np.nan)
-    high = np.full(width, np.nan)
-    for column in range(width):
-        if n_valid[column] >= max(1, min_valid_fraction * n_resamples):
-            low[column], high[column] = np.percentile(values[valid[:, column], column], [tail, 100 - tail])
-    return BootstrapInterval(low=low, high=high, n_valid=n_valid, n_resamples=n_resamples)

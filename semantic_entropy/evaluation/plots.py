@@ -4,13 +4,14 @@ Figures are drawn with matplotlib's object API (`matplotlib.figure.Figure`, whic
 the Agg backend) so that nothing here touches pyplot's global state or needs a display.
 Every function takes the data it draws and the file to write, and returns that path.
 
-`SplitScores` is the input of the per-split figures: one POPE split, its questions'
-correctness and one score column per (run, measure).
+`SplitScores` is the input of the per-split figures: one split, its questions' correctness
+and one score column per (run, measure). `write_plots` draws all three figures of a join.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
+from semantic_entropy.evaluation.joining import JoinedScores, ScoreColumn
 from semantic_entropy.evaluation.metrics import UndefinedMetricError, auroc, oracle_aurac, rejection_curve, roc_curve
+from semantic_entropy.evaluation.splits import ALL_SPLIT, split_masks
 
 DPI = 120
 PANEL_SIZE = (4.6, 4.0)  # inches per subplot
@@ -116,3 +119,34 @@ def plot_score_distributions(split: SplitScores, path: str, bins: int = 30) -> s
         axes.set_ylabel("density")
         axes.legend(fontsize=7)
     return _save(figure, path)
+
+
+def plotted_columns(joined: JoinedScores, max_curves: int) -> list[ScoreColumn]:
+    """The columns drawn as curves: all when at most `max_curves`, else the best by AUROC over all questions.
+
+    A legend of dozens of curves hides the panels; the tables always hold every column.
+    """
+    if len(joined.columns) <= max_curves:
+        return list(joined.columns)
+
+    def overall_auroc(column: ScoreColumn) -> float:
+        try:
+            return auroc(joined.is_false, column.values)
+        except UndefinedMetricError:
+            return float("-inf")
+
+    return sorted(joined.columns, key=overall_auroc, reverse=True)[:max_curves]
+
+
+def write_plots(output_dir: str, joined: JoinedScores, max_curves: int = 10) -> list[str]:
+    """roc_curves.png and rejection_curves.png (one panel per split) and score_distributions.png."""
+    curves = plotted_columns(joined, max_curves)
+    masks = split_masks(joined.categories, joined.predictions)
+    splits = [SplitScores(split, joined.is_false[mask], {c.key: c.values[mask] for c in curves})
+              for split, mask in masks.items()]
+    everything = SplitScores(ALL_SPLIT, joined.is_false, {c.key: c.values for c in joined.columns})
+    return [
+        plot_roc_curves(splits, os.path.join(output_dir, "roc_curves.png")),
+        plot_rejection_curves(splits, os.path.join(output_dir, "rejection_curves.png")),
+        plot_score_distributions(everything, os.path.join(output_dir, "score_distributions.png")),
+    ]

@@ -1,6 +1,6 @@
 """Uncertainty measures as pure functions: arrays and lists in, numbers out.
 
-Conventions (DESIGN §5): natural log everywhere; every score is an *uncertainty*, so higher
+Conventions: natural log everywhere; every score is an *uncertainty*, so higher
 means more uncertain. An answer's tokens are scored with the end-of-sequence token (EOS)
 excluded: `answer_log_probs` drops the last log-prob when the answer ends with EOS.
 
@@ -14,6 +14,9 @@ Families:
   `num_semantic_sets`, `eigval_laplacian`, `degree_matrix`, `eccentricity`.
 - Lexical diversity: `rouge_l_f`, `lexical_similarity_rouge_l`.
 - Verbalised/probed confidence: `p_true_uncertainty`.
+- Vision-aware, answer against a counterfactual answer (degraded image, reworded question):
+  `visual_contrast`, `image_independence`, `contrastive_yes_no_entropy`,
+  `perturbation_yes_no_entropy`, all read in the direction of the answer given.
 """
 
 from __future__ import annotations
@@ -401,12 +404,20 @@ def p_true_uncertainty(p_true: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Vision-aware scores (issue 8): the yes/no cluster distribution with the real image against
-# the same with a degraded image (stage 1 --image-variants). For a yes/no question the meaning
-# clusters are "yes" and "no", so the exact cluster distribution is the first token's yes/no
-# mass renormalised; no sampling is needed. Inputs are (yes_mass, no_mass) pairs.
+# Vision-aware scores: the yes/no cluster distribution with the real image against the same
+# with a degraded image (stage 1 --image-variants) or a reworded question (vision_probes). For a
+# yes/no question the meaning clusters are "yes" and "no", so the exact cluster distribution is
+# the first token's yes/no mass renormalised; no sampling is needed. Inputs are (yes_mass,
+# no_mass) pairs and the greedy answer, "yes" or "no" (parsed as eval_pope parses it).
+#
+# Every score that compares the answer with a counterfactual one reads the change in the
+# direction of the answer given: a degraded image that gives the answer *less* probability
+# shows the image supports it; one that gives it *more* shows the answer does not come from the
+# image, the signature of a prior-driven answer. A symmetric comparison (JS divergence alone, or
+# the entropy of a pooled or contrasted distribution) cannot tell these apart.
 
 LOG_ODDS_CLIP = 1e-12  # probabilities are clipped to [1e-12, 1 - 1e-12] before taking log-odds
+ANSWERS = ("yes", "no")
 
 
 def yes_probability(yes_mass: float, no_mass: float) -> float:
@@ -420,6 +431,18 @@ def yes_probability(yes_mass: float, no_mass: float) -> float:
     return yes_mass / (yes_mass + no_mass)
 
 
+def answer_probability(mass: tuple[float, float], answer: str) -> float:
+    """The probability the yes/no distribution of `mass` gives to `answer`.
+
+    >>> round(answer_probability((0.6, 0.2), "yes"), 12), round(answer_probability((0.6, 0.2), "no"), 12)
+    (0.75, 0.25)
+    """
+    if answer not in ANSWERS:
+        raise ValueError(f"answer must be 'yes' or 'no', got {answer!r}")
+    p = yes_probability(*mass)
+    return p if answer == "yes" else 1.0 - p
+
+
 def binary_entropy(p: float) -> float:
     """-p ln p - (1 - p) ln(1 - p), 0 at p = 0 or 1.
 
@@ -428,6 +451,21 @@ def binary_entropy(p: float) -> float:
     """
     entropy = -sum(x * math.log(x) for x in (p, 1.0 - p) if x > 0)
     return entropy if entropy > 0 else 0.0
+
+
+def answer_doubt(p_answer: float) -> float:
+    """The binary entropy of the answer's probability, continued past 1/2: H(x) for x >= 1/2,
+    2 ln 2 - H(x) below. Range [0, 2 ln 2], decreasing in x.
+
+    Equal to the entropy while a distribution still favours the answer given; once it favours
+    the other answer the entropy would fall again as it grows surer of the other answer, and
+    rank a strong reversal as certain. Continuing it keeps "surer of the other answer" = "more doubt".
+
+    >>> round(answer_doubt(0.9), 6), round(answer_doubt(0.5), 6), round(answer_doubt(0.1), 6)
+    (0.325083, 0.693147, 1.061211)
+    """
+    entropy = binary_entropy(p_answer)
+    return entropy if p_answer >= 0.5 else 2.0 * math.log(2) - entropy
 
 
 def binary_js_divergence(p: float, q: float) -> float:
@@ -447,54 +485,77 @@ def binary_js_divergence(p: float, q: float) -> float:
     return max(divergence, 0.0)
 
 
-def visual_contrast(real_mass: tuple[float, float], degraded_mass: tuple[float, float]) -> float:
-    """Visual-contrastive semantic score: H(p) + ln 2 - JS(p, q).
+def image_support(real_mass: tuple[float, float], degraded_mass: tuple[float, float], answer: str) -> float:
+    """JS(p, q) signed by the answer's direction: + when the degraded image gives the answer less
+    probability than the real image (the image supports the answer), - when it gives it more
+    (the image argues against the answer). Range [-ln 2, ln 2].
+
+    Worked example, answer "yes" with p(yes) = .9: a degraded image with q(yes) = .1 takes the
+    answer away, +JS(.9, .1) = .368064; with q(yes) = .99 it makes it surer, -JS(.9, .99) = -.022440
+    (m = .945: H(m) - (H(.9) + H(.99)) / 2 = .212982 - (.325083 + .056002) / 2).
+    For the answer "no" the same q's mean the opposite.
+
+    >>> [round(image_support((0.9, 0.1), (q, 1 - q), "yes"), 6) for q in (0.1, 0.9, 0.99)]
+    [0.368064, 0.0, -0.02244]
+    >>> round(image_support((0.1, 0.9), (0.01, 0.99), "no"), 6)  # "no" made surer: same as "yes" above
+    -0.02244
+    """
+    p_answer, q_answer = answer_probability(real_mass, answer), answer_probability(degraded_mass, answer)
+    divergence = binary_js_divergence(p_answer, q_answer)
+    return divergence if q_answer <= p_answer else -divergence
+
+
+def visual_contrast(real_mass: tuple[float, float], degraded_mass: tuple[float, float], answer: str) -> float:
+    """Visual-contrastive semantic score: H(p) + ln 2 - S, S = `image_support` (signed JS).
 
     p = yes/no cluster distribution with the real image, q = with the degraded image. The
-    image-dependence d = JS(p, q) is in [0, ln 2]; the score is H(p) + lambda (1 - d / ln 2)
-    with lambda = ln 2, so both terms share the range [0, ln 2] and carry equal weight (a
-    training-free choice). An answer that the degraded image leaves unchanged (d = 0: it did not
-    need the image) scores ln 2 above one that flips (d = ln 2). Range [0, 2 ln 2].
+    score is H(p) + lambda (1 - S / ln 2) with lambda = ln 2, so both terms span ln 2 and carry
+    equal weight (a training-free choice). An answer the degraded image leaves unchanged
+    (S = 0) scores ln 2 above H(p); one it takes away (image-driven) up to ln 2 less; one it
+    makes surer (the image argues against the answer) up to ln 2 more. Range [0, 3 ln 2].
 
-    Worked example, p = (.9, .1): unchanged q = (.9, .1): .325083 + .693147 - 0 = 1.018230;
-    flipped q = (.1, .9): .325083 + .693147 - .368064 = .650166.
+    Worked example, answer "yes", p = (.9, .1): unchanged q: .325083 + .693147 = 1.018230;
+    flipped q = (.1, .9): 1.018230 - .368064 = .650166; q = (.99, .01): 1.018230 + .022440 = 1.040670.
 
-    >>> round(visual_contrast((0.9, 0.1), (0.9, 0.1)), 6), round(visual_contrast((0.9, 0.1), (0.1, 0.9)), 6)
-    (1.01823, 0.650166)
+    >>> [round(visual_contrast((0.9, 0.1), (q, 1 - q), "yes"), 6) for q in (0.9, 0.1, 0.99)]
+    [1.01823, 0.650166, 1.04067]
     """
-    p, q = yes_probability(*real_mass), yes_probability(*degraded_mass)
-    return binary_entropy(p) + math.log(2) - binary_js_divergence(p, q)
+    return binary_entropy(yes_probability(*real_mass)) + math.log(2) - image_support(real_mass, degraded_mass, answer)
 
 
-def image_independence(real_mass: tuple[float, float], degraded_mass: tuple[float, float]) -> float:
-    """1 - JS(p, q) / ln 2: how little the degraded image changes the yes/no distribution.
+def image_independence(real_mass: tuple[float, float], degraded_mass: tuple[float, float], answer: str) -> float:
+    """1 - S / ln 2, S = `image_support`: the image term of `visual_contrast` alone, in [0, 2].
 
-    The image-dependence term of `visual_contrast` alone (its ablation without H(p)).
+    1 when the degraded image changes nothing, below 1 when it takes the answer away (the
+    answer needs the image), above 1 when it makes the answer surer (the answer comes from
+    somewhere other than the image).
 
-    >>> image_independence((0.9, 0.1), (0.9, 0.1)), round(image_independence((0.9, 0.1), (0.1, 0.9)), 6)
-    (1.0, 0.468996)
+    >>> [round(image_independence((0.9, 0.1), (q, 1 - q), "yes"), 6) for q in (0.9, 0.1, 0.99)]
+    [1.0, 0.468996, 1.032374]
     """
-    p, q = yes_probability(*real_mass), yes_probability(*degraded_mass)
-    return 1.0 - binary_js_divergence(p, q) / math.log(2)
+    return 1.0 - image_support(real_mass, degraded_mass, answer) / math.log(2)
 
 
-def perturbation_yes_no_entropy(masses: Sequence[tuple[float, float]]) -> float:
-    """Image-perturbation semantic entropy: entropy of the mixture of the yes/no cluster
-    distributions over several images (the real one and mild perturbations), equal weights.
+def perturbation_yes_no_entropy(masses: Sequence[tuple[float, float]], answer: str) -> float:
+    """Image-perturbation semantic entropy: `answer_doubt` of the answer's probability in the
+    mixture of the yes/no cluster distributions over several images (the real one and mild
+    perturbations) or wordings, equal weights.
 
-    High when the model is unsure on any image, or sure but flipping between them.
+    High when the model is unsure on any view, or sure but flipping between them. While the
+    mixture favours the answer given this is the mixture's entropy; past 1/2 it keeps rising.
 
-    Worked example: p(yes) = .9 (real), .5 (blur), .7 (noise): mixture .7, H(.7) = .610864.
+    Worked example, answer "yes": p(yes) = .9 (real), .5 (blur), .7 (noise): mixture .7,
+    H(.7) = .610864. Real .6 but both perturbations .1: mixture .267, doubt 2 ln 2 - H(.267) = .806.
 
-    >>> round(perturbation_yes_no_entropy([(0.9, 0.1), (0.5, 0.5), (0.7, 0.3)]), 6)
+    >>> round(perturbation_yes_no_entropy([(0.9, 0.1), (0.5, 0.5), (0.7, 0.3)], "yes"), 6)
     0.610864
-    >>> round(perturbation_yes_no_entropy([(0.99, 0.0), (0.0, 0.5)]), 6)  # sure, but flips: ln 2
-    0.693147
+    >>> round(perturbation_yes_no_entropy([(0.6, 0.4), (0.1, 0.9), (0.1, 0.9)], "yes"), 3)
+    0.806
     """
     if len(masses) == 0:
         raise ValueError("need at least one image's yes/no mass")
-    mixture = math.fsum(yes_probability(*mass) for mass in masses) / len(masses)
-    return binary_entropy(mixture)
+    mixture = math.fsum(answer_probability(mass, answer) for mass in masses) / len(masses)
+    return answer_doubt(mixture)
 
 
 def log_odds(p: float) -> float:
@@ -507,25 +568,24 @@ def log_odds(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-def contrastive_yes_no_entropy(real_mass: tuple[float, float], degraded_mass: tuple[float, float],
+def contrastive_yes_no_entropy(real_mass: tuple[float, float], degraded_mass: tuple[float, float], answer: str,
                                alpha: float = 1.0) -> float:
-    """Entropy of the visual-contrastive (VCD-style) yes/no distribution.
+    """`answer_doubt` of the answer under the visual-contrastive (VCD-style) yes/no distribution.
 
     Visual contrastive decoding (Leng et al. 2024) answers from p^(1+alpha) / q^alpha: the
-    evidence the image adds over the degraded image. For yes/no this is one log-odds:
-    c = (1 + alpha) logit(p) - alpha logit(q), and the score is H(sigmoid(c)). An answer the
-    image supports (q leans the other way) becomes surer (low score); an answer the degraded
-    image gives as strongly (the language prior) keeps H(p); one the image weakens (q surer
-    than p of the same answer) is pushed toward the other answer (high score).
+    evidence the image adds over the degraded image. For the answer a this is one log-odds:
+    c = (1 + alpha) logit(p_a) - alpha logit(q_a), and the score is answer_doubt(sigmoid(c)).
+    An answer the image supports (q leans the other way) becomes surer (low score); one the
+    degraded image gives as strongly (the language prior) keeps H(p); one the image weakens
+    (q surer of it than p) is pushed toward, and past, the other answer (high score).
 
-    Worked example, alpha = 1, p = .9 (logit 2.197225): unchanged q = .9 gives c = 2.197225 and
-    H(.9) = .325083; flipped q = .1 gives c = 3 * 2.197225 = 6.591674, sigmoid = .998630,
-    H = .010400; q = .99 (prior surer than the image): c = 4.394449 - 4.595120 = -.200671,
-    sigmoid = .450000, H = .688139.
+    Worked example, alpha = 1, answer "yes", p = .9 (logit 2.197225): unchanged q = .9 gives
+    c = 2.197225 and H(.9) = .325083; flipped q = .1 gives c = 6.591674, sigmoid .998630,
+    H = .010400; q = .99: c = -.200671, sigmoid .45 < 1/2, doubt 2 ln 2 - H(.45) = .698156.
 
-    >>> [round(contrastive_yes_no_entropy((0.9, 0.1), (q, 1 - q)), 6) for q in (0.9, 0.1, 0.99)]
-    [0.325083, 0.0104, 0.688139]
+    >>> [round(contrastive_yes_no_entropy((0.9, 0.1), (q, 1 - q), "yes"), 6) for q in (0.9, 0.1, 0.99)]
+    [0.325083, 0.0104, 0.698156]
     """
-    p, q = yes_probability(*real_mass), yes_probability(*degraded_mass)
-    contrast = (1.0 + alpha) * log_odds(p) - alpha * log_odds(q)
-    return binary_entropy(1.0 / (1.0 + math.exp(-contrast)) if contrast > -700 else 0.0)
+    p_answer, q_answer = answer_probability(real_mass, answer), answer_probability(degraded_mass, answer)
+    contrast = (1.0 + alpha) * log_odds(p_answer) - alpha * log_odds(q_answer)
+    return answer_doubt(1.0 / (1.0 + math.exp(-contrast)) if contrast > -700 else 0.0)

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from semantic_entropy.scoring import measures as m
+from llava.eval.eval_pope import parse_yes_no
 from semantic_entropy.sampling.generations_io import (
     FIRST_TOKEN_YES_NO_MASS,
+    GREEDY_TEXT,
     GREEDY_TOKEN_ENTROPIES,
     GREEDY_TOKEN_LOGPROBS,
     P_TRUE,
@@ -27,6 +28,7 @@ from semantic_entropy.sampling.generations_io import (
     image_variant_field,
     question_variant_field,
 )
+from semantic_entropy.scoring import measures as m
 from semantic_entropy.scoring.judges import Judgement
 
 USES_NOTHING = "nothing"  # the judge does not change the score
@@ -134,8 +136,9 @@ MEASURES: tuple[Measure, ...] = (
 
 
 # --------------------------------------------------------------------------------------------
-# Vision-aware measures (issue 8; docs/method.md): they need stage 1's --image-variants, and
-# older generations files skip them with a message.
+# Vision-aware measures (docs/method.md): they need stage 1's --image-variants or the probes pass,
+# and older generations files skip them with a message. Each reads the change of the yes/no
+# distribution in the direction of the greedy answer, parsed as eval_pope parses it.
 
 # mean/blur/noise: stage 1 --image-variants; mask_*: semantic_entropy.vision_probes.
 CONTRASTED_VARIANTS = ("mean", "blur", "noise", "mask_attended", "mask_random")
@@ -151,52 +154,60 @@ def _rewording_mass(inputs: MeasureInputs, rewording: str) -> tuple[float, float
     return inputs.record.question_variant_masses[rewording]
 
 
+def _answer(inputs: MeasureInputs) -> str:
+    """The greedy answer's direction, "yes" or "no", as POPE's evaluation reads it."""
+    return parse_yes_no(inputs.record.greedy.text)
+
+
 def _needs_variants(*variants: str, rewordings: Sequence[str] = ()) -> frozenset[str]:
-    return frozenset({FIRST_TOKEN_YES_NO_MASS, *(image_variant_field(v) for v in variants),
+    return frozenset({FIRST_TOKEN_YES_NO_MASS, GREEDY_TEXT, *(image_variant_field(v) for v in variants),
                       *(question_variant_field(r) for r in rewordings)})
 
 
 def vision_aware_measures() -> tuple[Measure, ...]:
     """visual_contrast_V, image_independence_V, contrastive_yes_no_entropy_V for V in
-    CONTRASTED_VARIANTS, and perturbation_yes_no_entropy over the real image and MILD_PERTURBATIONS."""
+    CONTRASTED_VARIANTS, and perturbation_yes_no_entropy pooled over images, wordings or both."""
     measures = []
     for v in CONTRASTED_VARIANTS:
         measures += [
             Measure(
                 f"visual_contrast_{v}", _needs_variants(v), USES_NOTHING,
-                lambda x, v=v: m.visual_contrast(x.record.yes_no_mass, _variant_mass(x, v)),
-                f"H(p) + ln2 - JS(p, q): yes/no entropy plus image-independence vs the {v} image",
+                lambda x, v=v: m.visual_contrast(x.record.yes_no_mass, _variant_mass(x, v), _answer(x)),
+                f"H(p) + ln2 - S(p, q): yes/no entropy plus image-independence of the answer vs the {v} image "
+                f"(S = JS signed by the answer's direction)",
             ),
             Measure(
                 f"image_independence_{v}", _needs_variants(v), USES_NOTHING,
-                lambda x, v=v: m.image_independence(x.record.yes_no_mass, _variant_mass(x, v)),
-                f"1 - JS(p, q)/ln2 vs the {v} image (visual_contrast_{v} without H(p))",
+                lambda x, v=v: m.image_independence(x.record.yes_no_mass, _variant_mass(x, v), _answer(x)),
+                f"1 - S(p, q)/ln2 vs the {v} image: above 1 when the {v} image makes the answer surer "
+                f"(visual_contrast_{v} without H(p))",
             ),
             Measure(
                 f"contrastive_yes_no_entropy_{v}", _needs_variants(v), USES_NOTHING,
-                lambda x, v=v: m.contrastive_yes_no_entropy(x.record.yes_no_mass, _variant_mass(x, v)),
-                f"entropy of the VCD-contrasted yes/no distribution p^2/q, q with the {v} image (alpha 1)",
+                lambda x, v=v: m.contrastive_yes_no_entropy(x.record.yes_no_mass, _variant_mass(x, v), _answer(x)),
+                f"doubt of the answer under the VCD-contrasted yes/no distribution p^2/q, q with the {v} image",
             ),
         ]
     measures.append(Measure(
         "perturbation_yes_no_entropy", _needs_variants(*MILD_PERTURBATIONS), USES_NOTHING,
         lambda x: m.perturbation_yes_no_entropy(
-            [x.record.yes_no_mass, *(_variant_mass(x, v) for v in MILD_PERTURBATIONS)]),
-        "entropy of the mean yes/no distribution over the real, blurred and noisy images",
+            [x.record.yes_no_mass, *(_variant_mass(x, v) for v in MILD_PERTURBATIONS)], _answer(x)),
+        "doubt of the answer under the mean yes/no distribution over the real, blurred and noisy images",
     ))
     measures.append(Measure(
         "wording_perturbation_yes_no_entropy", _needs_variants(rewordings=REWORDINGS), USES_NOTHING,
         lambda x: m.perturbation_yes_no_entropy(
-            [x.record.yes_no_mass, *(_rewording_mass(x, r) for r in REWORDINGS)]),
-        "entropy of the mean yes/no distribution over the question and its rewordings",
+            [x.record.yes_no_mass, *(_rewording_mass(x, r) for r in REWORDINGS)], _answer(x)),
+        "doubt of the answer under the mean yes/no distribution over the question and its rewordings",
     ))
     measures.append(Measure(
         "image_and_wording_perturbation_yes_no_entropy",
         _needs_variants(*MILD_PERTURBATIONS, rewordings=REWORDINGS), USES_NOTHING,
         lambda x: m.perturbation_yes_no_entropy(
             [x.record.yes_no_mass, *(_variant_mass(x, v) for v in MILD_PERTURBATIONS),
-             *(_rewording_mass(x, r) for r in REWORDINGS)]),
-        "entropy of the mean yes/no distribution over the real, blurred and noisy images and the rewordings",
+             *(_rewording_mass(x, r) for r in REWORDINGS)], _answer(x)),
+        "doubt of the answer under the mean yes/no distribution over the real, blurred and noisy images "
+        "and the rewordings",
     ))
     return tuple(measures)
 
