@@ -29,9 +29,10 @@ class SlotForward:
     """The language model of `model` stepping (G, S) slots; the context KV is read, never copied."""
 
     def __init__(self, model, context_kv: list[tuple[torch.Tensor, torch.Tensor]], context_visible: torch.Tensor,
-                 first_positions: torch.Tensor, capacity: int):
+                 first_positions: torch.Tensor, steps: int, capacity: int):
         """context_kv: per layer (keys, values), each (G, Hkv, C, D); context_visible: (G, S, C) bool;
-        first_positions: (G, S) position id of each slot's first fed token; capacity: answer columns."""
+        first_positions: (G, S) position id of each slot's first fed token; steps: the most tokens a
+        slot will feed; capacity: answer columns allocated now (`grow` adds more)."""
         self.model = model
         self.lm = model.model.language_model
         self.context_kv = context_kv
@@ -47,7 +48,7 @@ class SlotForward:
         self.context_bias = torch.where(context_visible, zero, float("-inf"))[:, None, None]  # (G, 1, 1, S, C)
         self.first_positions = first_positions
         # Rotary tables for every position a slot can reach, in the dtype the layers see.
-        reach = int(first_positions.max()) + capacity + 1
+        reach = int(first_positions.max()) + steps + 1
         probe = torch.zeros(1, dtype=dtype, device=device)
         cos, sin = self.lm.rotary_emb(probe, torch.arange(reach, device=device)[None])
         self.cos, self.sin = cos[0], sin[0]  # (P, D)

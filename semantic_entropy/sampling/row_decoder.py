@@ -124,10 +124,10 @@ class RowDecoder:
         device = tree.prompt_visible.device
         kv, visible = _context(tree, layout, self.slots)
         first = [p.start_position + layout.answer_length - 1 if p is not None else 0 for p in layout.slot_paths]
-        feed = [p.token_ids[-1] if p is not None else eos_token_id for p in layout.slot_paths]
+        feed = [p.token_ids[-1] if p is not None else 0 for p in layout.slot_paths]  # idle slots feed any id
         capacity = min(self.steps, self._round(options.capacity))
         self.forward = SlotForward(model, kv, visible, torch.tensor(first, device=device).view(groups, self.slots),
-                                   capacity)
+                                   self.steps, capacity)
         self.tokens = torch.tensor(feed, device=device).view(groups, self.slots)  # (G, S) next tokens to feed
         self.step = torch.zeros(1, dtype=torch.long, device=device)
         self.order = SampleOrder(layout.live.to(device), layout.rank.to(device), layout.group.to(device))
@@ -174,7 +174,7 @@ class RowDecoder:
     def run(self) -> list[Finished]:
         cuda = self.tokens.is_cuda
         graphs = cuda and self.options.graphs
-        side = torch.cuda.Stream() if cuda else None
+        side = _side_stream(self.tokens.device) if cuda else None
         if cuda:
             side.wait_stream(torch.cuda.current_stream())
         context = torch.cuda.stream(side) if cuda else _nothing()
@@ -239,6 +239,17 @@ class RowDecoder:
                                     path.token_logprobs + logprobs[q][row][:length],
                                     path.token_entropies + entropies[q][row][:length], row == 0))
         return out
+
+
+_SIDE_STREAMS: dict = {}
+
+
+def _side_stream(device) -> torch.cuda.Stream:
+    """One side stream per GPU for the decode (graphs are captured off the default stream), kept so
+    that its cuBLAS workspace is allocated once."""
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
 
 
 class _nothing:
