@@ -16,6 +16,7 @@ ones the tree sampler gives for the same seeds.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -177,7 +178,7 @@ class RowDecoder:
         side = _side_stream(self.tokens.device) if cuda else None
         if cuda:
             side.wait_stream(torch.cuda.current_stream())
-        context = torch.cuda.stream(side) if cuda else _nothing()
+        context = torch.cuda.stream(side) if cuda else nullcontext()
         with context:
             self._loop(graphs, side)
         if cuda:
@@ -250,14 +251,6 @@ def _side_stream(device) -> torch.cuda.Stream:
     if device not in _SIDE_STREAMS:
         _SIDE_STREAMS[device] = torch.cuda.Stream(device)
     return _SIDE_STREAMS[device]
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def continue_in_rows(model, tree, paths, generators, settings, eos_token_id: int,
