@@ -53,12 +53,12 @@ def set_answer_model(model, head_std: float, eos_chance: float | None, seed: int
     common = embed.float().mean(0)
     common /= common.norm()
     root = embed.shape[1] ** 0.5
-    states = embed[torch.randint(3, embed.shape[0], (64,), device=device, generator=generator)].float()
-    hidden = root * states / states.norm(dim=1, keepdim=True)  # (64, H)
     if eos_chance is None:
         head[EOS] = -60.0 / root * common  # logit about -57: never drawn
         return
     head[EOS] = 0.0
+    tokens = torch.randint(3, embed.shape[0], (256, 1), device=device, generator=generator)
+    hidden = model.model.language_model(input_ids=tokens).last_hidden_state[:, -1].float()  # (256, H) as decoded
     log_rest = (hidden @ head.float().T).logsumexp(-1).mean()  # log of the other tokens' mass
     along = (hidden @ common).mean()
     target = log_rest + torch.log(torch.tensor(eos_chance / (1 - eos_chance)))
@@ -146,7 +146,10 @@ def bench_case(model, name, args, prompts, pixels, report):
     first = args.batch_sizes[0]
     warm = {"distinct": [], "lengths": []}
     run_ours(model, prompts[:first], pixels[:first], settings, first, EOS, "auto", warm)  # kernels, graphs, allocator
-    for batch in args.batch_sizes:
+    if args.profile and name == "worst-64":
+        profile(model, prompts, pixels, settings, args)
+    methods = args.methods.split(",")
+    for batch in args.batch_sizes if "ours" in methods else []:
         stats = {"distinct": [], "lengths": []}
         measure(f"ours, batch {batch}", lambda: run_ours(model, prompts[:n], pixels[:n], settings, batch, EOS,
                                                          "auto", stats), n)
@@ -154,21 +157,41 @@ def bench_case(model, name, args, prompts, pixels, report):
         rows[f"ours, batch {batch}"]["mean_sample_tokens"] = sum(stats["lengths"]) / len(stats["lengths"])
     last = args.batch_sizes[-1]
     eager = Handover(options=RowOptions(graphs=False))
-    measure(f"ours, eager steps (no CUDA graphs), batch {last}",
-            lambda: run_ours(model, prompts[:n], pixels[:n], settings, last, EOS, eager, {"distinct": [], "lengths": []}), n)
+    if "eager" in methods:
+        measure(f"ours, eager steps (no CUDA graphs), batch {last}",
+                lambda: run_ours(model, prompts[:n], pixels[:n], settings, last, EOS, eager,
+                                 {"distinct": [], "lengths": []}), n)
     k = min(args.tree_questions, n)
-    measure(f"ours, tree only (before), batch {first}",
-            lambda: run_ours(model, prompts[:k], pixels[:k], settings, first, EOS, "tree",
-                             {"distinct": [], "lengths": []}), k)
+    if "tree" in methods:
+        measure(f"ours, tree only (before), batch {first}",
+                lambda: run_ours(model, prompts[:k], pixels[:k], settings, first, EOS, "tree",
+                                 {"distinct": [], "lengths": []}), k)
     k = min(args.generate_questions, n)
-    if k:
+    if k and "generate" in methods:
         measure(f"transformers generate, num_return_sequences={args.num_samples}, batch {args.generate_batch_size}",
                 lambda: run_generate(model, prompts[:k], pixels[:k], args.num_samples, max_new_tokens,
                                      args.generate_batch_size, eos_on), k)
     k = min(args.loop_questions, n)
-    if k and name == "worst-64":
+    if k and name == "worst-64" and "loop" in methods:
         measure(f"usual loop (1 + {args.num_samples} generate calls per question)",
                 lambda: run_usual_loop(model, prompts[:k], pixels[:k], args.num_samples, max_new_tokens), k)
+
+
+def profile(model, prompts, pixels, settings, args) -> None:
+    """CUDA time per kernel of one batch at the largest batch size, steps run eagerly (graphs hide kernels)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    batch = args.batch_sizes[-1]
+    eager = Handover(options=RowOptions(graphs=False))
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run_ours(model, prompts[:batch], pixels[:batch], settings, batch, EOS, eager, {"distinct": [], "lengths": []})
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70)
+    print(table, flush=True)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "profile_worst64.txt"), "w") as f:
+        f.write(table)
 
 
 def save(report, args) -> None:
@@ -193,6 +216,9 @@ def main(argv=None):
     parser.add_argument("--loop-questions", type=int, default=1, help="questions for the usual loop (worst-64)")
     parser.add_argument("--mean-length", type=float, default=48.0, help="realistic case: mean answer tokens")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--methods", default="ours,eager,tree,generate,loop",
+                        help="comma list of ours, eager, tree, generate, loop")
+    parser.add_argument("--profile", action="store_true", help="also profile one eager batch of worst-64")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU: checks the script runs")
     args = parser.parse_args(argv)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

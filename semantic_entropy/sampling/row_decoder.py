@@ -42,7 +42,7 @@ class RowOptions:
     graphs: bool = True  # capture the step as CUDA graphs (CUDA only)
     eager_steps: int = 2  # steps run eagerly before capturing (short answers end before)
     width_step: int = 32  # attention spans the answer columns rounded up to this (one graph per width)
-    capacity: int = 256  # answer columns allocated at first; doubled when reached
+    capacity: int = 32  # answer steps allocated at first; doubled when reached
     check_lag: int = 2  # the host reads the "anything growing" flag this many steps late
 
 
@@ -129,6 +129,8 @@ class RowDecoder:
         capacity = min(self.steps, self._round(options.capacity))
         self.forward = SlotForward(model, kv, visible, torch.tensor(first, device=device).view(groups, self.slots),
                                    self.steps, capacity)
+        del kv
+        tree.runner.cache = None  # copied into the slot buffers; the tree is not fed again
         self.tokens = torch.tensor(feed, device=device).view(groups, self.slots)  # (G, S) next tokens to feed
         self.step = torch.zeros(1, dtype=torch.long, device=device)
         self.order = SampleOrder(layout.live.to(device), layout.rank.to(device), layout.group.to(device))
