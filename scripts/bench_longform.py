@@ -149,12 +149,17 @@ def bench_case(model, name, args, prompts, pixels, report):
     if args.profile and name == "worst-64":
         profile(model, prompts, pixels, settings, args)
     methods = args.methods.split(",")
-    for batch in args.batch_sizes if "ours" in methods else []:
-        stats = {"distinct": [], "lengths": []}
-        measure(f"ours, batch {batch}", lambda: run_ours(model, prompts[:n], pixels[:n], settings, batch, EOS,
-                                                         "auto", stats), n)
-        rows[f"ours, batch {batch}"]["mean_distinct_answers"] = sum(stats["distinct"]) / len(stats["distinct"])
-        rows[f"ours, batch {batch}"]["mean_sample_tokens"] = sum(stats["lengths"]) / len(stats["lengths"])
+    variants = [v.split(":") for v in args.row_variants.split(",")] if "ours" in methods else []
+    for attention, width in variants:
+        engine = Handover(options=RowOptions(attention=attention, width_step=int(width)))
+        for batch in args.batch_sizes:
+            label = f"ours, batch {batch}" + ("" if (attention, width) == ("auto", "32")
+                                              else f", attention {attention}, width step {width}")
+            stats = {"distinct": [], "lengths": []}
+            measure(label, lambda: run_ours(model, prompts[:n], pixels[:n], settings, batch, EOS, engine, stats), n)
+            if "error" not in rows[label]:
+                rows[label]["mean_distinct_answers"] = sum(stats["distinct"]) / len(stats["distinct"])
+                rows[label]["mean_sample_tokens"] = sum(stats["lengths"]) / len(stats["lengths"])
     last = args.batch_sizes[-1]
     eager = Handover(options=RowOptions(graphs=False))
     if "eager" in methods:
@@ -218,6 +223,8 @@ def main(argv=None):
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--methods", default="ours,eager,tree,generate,loop",
                         help="comma list of ours, eager, tree, generate, loop")
+    parser.add_argument("--row-variants", default="auto:32",
+                        help="comma list of attention:width_step for ours (attention: auto, efficient, cudnn)")
     parser.add_argument("--profile", action="store_true", help="also profile one eager batch of worst-64")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU: checks the script runs")
     args = parser.parse_args(argv)

@@ -148,3 +148,23 @@ def test_draw_order_by_hand():
     assert order.uniforms(stream)[0, [0, 2, 3]].tolist() == [0.2, 0.25, 0.3]
     order.advance(torch.tensor([[4, 0, 4, 9]]), torch.tensor([[True, False, True, True]]), torch.tensor([1]))
     assert order.finished_in_order() == [[1, 0, 2, 3]]
+
+
+def test_slot_forward_reads_a_subset_of_context_rows(peaked):
+    """Rows picked out of a larger cache (questions of other rows already finished) read as a cache of those rows."""
+    from llava.model.generation import StepRunner
+    from llava.model.slot_forward import SlotForward
+
+    model, (embeds, mask, positions), _ = peaked
+    runner = StepRunner(model, embeds, mask, positions)
+    kv = [(layer.keys, layer.values) for layer in runner.cache.layers]
+    rows = [2, 0]
+    visible = mask[rows].bool()[:, None, :].expand(2, 3, mask.shape[1])  # (G, S, C): 3 slots per row
+    first = (positions[rows, -1] + 1)[:, None].expand(2, 3)
+    tokens = torch.tensor([[5, 6, 7], [8, 9, 10]], device=mask.device)
+    step = torch.zeros(1, dtype=torch.long, device=mask.device)
+    picked = SlotForward(model, kv, rows, visible, first, steps=4, capacity=4)(tokens, step, 4)
+    alone = [(k[rows], v[rows]) for k, v in kv]
+    reference = SlotForward(model, alone, [0, 1], visible, first, steps=4, capacity=4)(tokens, step, 4)
+    torch.testing.assert_close(picked, reference, atol=0, rtol=0)
+    assert picked.shape == (2, 3, runner.logits.shape[-1])

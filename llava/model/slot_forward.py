@@ -35,11 +35,12 @@ def _round_up(value: int, multiple: int) -> int:
 class SlotForward:
     """The language model of `model` stepping (G, S) slots over a copy of their context KV."""
 
-    def __init__(self, model, context_kv: list[tuple[torch.Tensor, torch.Tensor]], context_visible: torch.Tensor,
-                 first_positions: torch.Tensor, steps: int, capacity: int):
-        """context_kv: per layer (keys, values), each (G, Hkv, C, D); context_visible: (G, S, C) bool;
-        first_positions: (G, S) position id of each slot's first fed token; steps: the most tokens a
-        slot will feed; capacity: answer steps allocated now (`grow` adds more).
+    def __init__(self, model, context_kv: list[tuple[torch.Tensor, torch.Tensor]], context_rows: list[int],
+                 context_visible: torch.Tensor, first_positions: torch.Tensor, steps: int, capacity: int):
+        """context_kv: per layer (keys, values), each (B, Hkv, C, D), of which rows `context_rows` (G)
+        are the slots' contexts; context_visible: (G, S, C) bool; first_positions: (G, S) position id
+        of each slot's first fed token; steps: the most tokens a slot will feed; capacity: answer
+        steps allocated now (`grow` adds more).
 
         The context is copied into the buffers: the caller may free `context_kv` afterwards.
         """
@@ -67,8 +68,13 @@ class SlotForward:
         self.capacity = capacity
         self.kv = [self._buffers(capacity) for _ in context_kv]
         for (keys, values), (context_keys, context_values) in zip(self.kv, context_kv):
-            keys[:, :, :columns] = context_keys
-            values[:, :, :columns] = context_values
+            if context_rows == list(range(context_keys.shape[0])):
+                keys[:, :, :columns] = context_keys
+                values[:, :, :columns] = context_values
+                continue
+            for group, row in enumerate(context_rows):  # row by row: no second copy of the context
+                keys[group, :, :columns] = context_keys[row]
+                values[group, :, :columns] = context_values[row]
 
     def _buffers(self, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Zeroed (G, Hkv, C' + S * capacity, D) keys and values (never NaN, even where masked)."""

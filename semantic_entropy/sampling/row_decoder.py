@@ -40,7 +40,8 @@ class Finished:
 @dataclass
 class RowOptions:
     graphs: bool = True  # capture the step as CUDA graphs (CUDA only)
-    eager_steps: int = 2  # steps run eagerly before capturing (short answers end before)
+    eager_steps: int = 1  # steps run eagerly before capturing (warms the side stream; one-token answers end)
+    attention: str = "auto"  # scaled-dot-product backend: "auto" (PyTorch's choice), "efficient", "cudnn", "math"
     width_step: int = 32  # attention spans the answer columns rounded up to this (one graph per width)
     capacity: int = 32  # answer steps allocated at first; doubled when reached
     check_lag: int = 2  # the host reads the "anything growing" flag this many steps late
@@ -93,15 +94,11 @@ def _layout(paths, num_samples: int) -> _Layout:
 
 
 def _context(tree, layout: _Layout, slots: int):
-    """Per layer (keys, values) of the groups' context rows (G, Hkv, C, D), and (G, S, C) visibility."""
-    cache_layers = tree.runner.cache.layers
+    """Per layer (keys, values) of the tree's cache (B, Hkv, C, D), and the (G, S, C) visibility of
+    the groups' rows `layout.rows`."""
     columns = tree.prompt_columns + tree.appended
     device = tree.prompt_visible.device
-    if layout.rows == list(range(tree.prompt_visible.shape[0])):
-        kv = [(layer.keys, layer.values) for layer in cache_layers]
-    else:
-        index = torch.tensor(layout.rows, device=device)
-        kv = [(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in cache_layers]
+    kv = [(layer.keys, layer.values) for layer in tree.runner.cache.layers]
     visible = torch.zeros((len(layout.rows), slots, columns), dtype=torch.bool)
     prompt = tree.prompt_visible[layout.rows].cpu()  # (G, T)
     visible[:, :, : tree.prompt_columns] = prompt[:, None, :]
@@ -127,7 +124,7 @@ class RowDecoder:
         first = [p.start_position + layout.answer_length - 1 if p is not None else 0 for p in layout.slot_paths]
         feed = [p.token_ids[-1] if p is not None else 0 for p in layout.slot_paths]  # idle slots feed any id
         capacity = min(self.steps, self._round(options.capacity))
-        self.forward = SlotForward(model, kv, visible, torch.tensor(first, device=device).view(groups, self.slots),
+        self.forward = SlotForward(model, kv, layout.rows, visible, torch.tensor(first, device=device).view(groups, self.slots),
                                    self.steps, capacity)
         del kv
         tree.runner.cache = None  # copied into the slot buffers; the tree is not fed again
@@ -152,7 +149,8 @@ class RowDecoder:
     def _step(self, width: int) -> None:
         """Feed the current tokens, choose the next ones, update the order; all in device tensors."""
         questions = len(self.layout.questions)
-        logits = self.forward(self.tokens, self.step, width).view(questions, self.width, -1)  # (Q, 1 + N, V)
+        with _attention_backend(self.options.attention):
+            logits = self.forward(self.tokens, self.step, width).view(questions, self.width, -1)  # (Q, 1 + N, V)
         logprobs = torch.log_softmax(logits, dim=-1)  # untempered
         entropies = -(logprobs.exp() * logprobs.nan_to_num(neginf=0.0)).sum(-1)  # (Q, 1 + N)
         greedy = logits[:, 0].argmax(dim=-1)  # (Q,)
@@ -242,6 +240,16 @@ class RowDecoder:
                                     path.token_logprobs + logprobs[q][row][:length],
                                     path.token_entropies + entropies[q][row][:length], row == 0))
         return out
+
+
+def _attention_backend(name: str):
+    if name == "auto":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                "math": SDPBackend.MATH}
+    return sdpa_kernel([backends[name]])
 
 
 _SIDE_STREAMS: dict = {}
