@@ -130,7 +130,7 @@ def bench_case(model, name, args, prompts, pixels, report):
     def measure(label, fn, count):
         try:
             seconds, peak = timed(fn)
-        except Exception as error:  # one failing method must not lose the others' numbers
+        except Exception as error:  # noqa: BLE001 (one failing method must not lose the others' numbers)
             rows[label] = {"error": f"{type(error).__name__}: {error}"[:500]}
             print(f"{name:10s} {label:44s} FAILED {rows[label]['error']}", flush=True)
             if torch.cuda.is_available():
@@ -156,7 +156,8 @@ def bench_case(model, name, args, prompts, pixels, report):
             label = f"ours, batch {batch}" + ("" if (attention, width) == ("auto", "32")
                                               else f", attention {attention}, width step {width}")
             stats = {"distinct": [], "lengths": []}
-            measure(label, lambda: run_ours(model, prompts[:n], pixels[:n], settings, batch, EOS, engine, stats), n)
+            measure(label, lambda b=batch, e=engine, s=stats: run_ours(model, prompts[:n], pixels[:n], settings, b, EOS,
+                                                                       e, s), n)
             if "error" not in rows[label]:
                 rows[label]["mean_distinct_answers"] = sum(stats["distinct"]) / len(stats["distinct"])
                 rows[label]["mean_sample_tokens"] = sum(stats["lengths"]) / len(stats["lengths"])

@@ -80,8 +80,7 @@ class SlotForward:
         """Zeroed (G, Hkv, C' + S * capacity, D) keys and values (never NaN, even where masked)."""
         groups, slots = self.shape
         shape = (groups, self.kv_heads, self.context_columns + slots * capacity, self.head_dim)
-        make = lambda: torch.zeros(shape, dtype=self.model.text_dtype, device=self.cos.device)  # noqa: E731
-        return make(), make()
+        return tuple(torch.zeros(shape, dtype=self.model.text_dtype, device=self.cos.device) for _ in range(2))
 
     def grow(self, capacity: int) -> None:
         """Room for `capacity` answer steps, keeping what is written."""

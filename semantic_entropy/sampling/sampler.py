@@ -30,7 +30,7 @@ import torch
 
 from llava.model.generation import StepRunner
 from llava.model.slot_forward import supports_slot_forward
-from semantic_entropy.sampling.draws import draw_tokens, sampling_logits  # noqa: F401 (re-exported)
+from semantic_entropy.sampling.draws import draw_tokens, sampling_logits  # also imported from here
 from semantic_entropy.sampling.row_decoder import RowOptions, continue_in_rows
 
 
