@@ -126,6 +126,15 @@ def test_row_decoder_handles_one_token_answers(peaked):
     assert all(len(s.token_ids) == 1 for r in rows for s in r.samples)
 
 
+def test_row_decoder_handles_greedy_only(peaked):
+    model, inputs, _ = peaked
+    settings = SamplingSettings(num_samples=0, max_new_tokens=6)
+    tree = sample_batch(model, *inputs, _generators(4), settings, 2, engine="tree")
+    rows = sample_batch(model, *inputs, _generators(4), settings, 2, engine="rows")
+    assert_same_results(tree, rows)
+    assert all(len(r.greedy.token_ids) > 1 and not r.samples for r in rows)
+
+
 def test_uniform_streams_split_anywhere():
     """The row decoder draws a question's uniforms at once; the tree draws them step by step."""
     stepwise = torch.Generator().manual_seed(3)

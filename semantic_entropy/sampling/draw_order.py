@@ -68,5 +68,7 @@ class SampleOrder:
     def finished_in_order(self) -> list[list[int]]:
         """Per question, its finished sample rows in the order the tree sampler lists them (host lists)."""
         n = self.finish_step.shape[1]
+        if n == 0:
+            return [[] for _ in range(self.finish_step.shape[0])]
         key = torch.where(self.finish_step >= 0, self.finish_step * n + self.finish_rank, -1).cpu()
         return [[j for j in sorted(range(n), key=lambda j: int(row[j])) if row[j] >= 0] for row in key]

@@ -154,9 +154,12 @@ class RowDecoder:
         logprobs = torch.log_softmax(logits, dim=-1)  # untempered
         entropies = -(logprobs.exp() * logprobs.nan_to_num(neginf=0.0)).sum(-1)  # (Q, 1 + N)
         greedy = logits[:, 0].argmax(dim=-1)  # (Q,)
-        uniforms = self.order.uniforms(self.stream)  # (Q, N)
-        cdf = sampling_cdf(logits[:, 1:].reshape(questions * self.n, -1), self.settings)  # (Q * N, V)
-        drawn = inverse_cdf(cdf, uniforms.reshape(-1)).view(questions, self.n)
+        if self.n:
+            uniforms = self.order.uniforms(self.stream)  # (Q, N)
+            cdf = sampling_cdf(logits[:, 1:].reshape(questions * self.n, -1), self.settings)  # (Q * N, V)
+            drawn = inverse_cdf(cdf, uniforms.reshape(-1)).view(questions, self.n)
+        else:  # greedy answers only
+            drawn = greedy.new_zeros((questions, 0))
         chosen = torch.cat([greedy[:, None], drawn], dim=1)  # (Q, 1 + N)
         chosen_logprobs = logprobs.gather(2, chosen[..., None])[..., 0]
         self.out_tokens.index_copy_(2, self.step, chosen[..., None])
@@ -164,7 +167,8 @@ class RowDecoder:
         self.out_entropies.index_copy_(2, self.step, entropies[..., None])
         at_limit = self.step + (self.layout.answer_length + 1) >= self.settings.max_new_tokens  # (1,)
         finished = (chosen == self.eos) | at_limit  # (Q, 1 + N)
-        self.order.advance(drawn, finished[:, 1:], self.step)
+        if self.n:
+            self.order.advance(drawn, finished[:, 1:], self.step)
         ending = self.greedy_live & finished[:, 0]
         self.greedy_length.copy_(torch.where(ending, self.step + 1, self.greedy_length))
         self.greedy_live.logical_and_(~finished[:, 0])
