@@ -45,8 +45,9 @@ def llava_7b_config() -> LlavaConfig:
 
 
 @torch.no_grad()
-def shaped_random_model(device: str, dtype: torch.dtype, yes_logit: float, no_logit: float, scale: float):
-    model = empty_model(llava_7b_config(), device, dtype)
+def shaped_random_model(device: str, dtype: torch.dtype, yes_logit: float, no_logit: float, scale: float,
+                        config: LlavaConfig | None = None):
+    model = empty_model(config or llava_7b_config(), device, dtype)
     generator = torch.Generator(device=device).manual_seed(0)
     for name, p in model.named_parameters():
         if "norm" in name or "layrnorm" in name:

@@ -68,14 +68,18 @@ def _chi_square_p(counts: dict, exact: dict) -> float:
     return chisquare(observed, np.array(expected) * total / sum(expected)).pvalue
 
 
+ENGINES = ["tree", "rows"]  # the tree sampler alone; the row decoder from the first fed token on
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("top_k,temperature", [(3, 1.0), (4, 2.0)])
-def test_samples_follow_the_exact_sequence_distribution(loaded, top_k, temperature):
+def test_samples_follow_the_exact_sequence_distribution(loaded, top_k, temperature, engine):
     tokenizer, model, inputs = loaded
     eos = tokenizer.eos_token_id
     settings = SamplingSettings(num_samples=4000, temperature=temperature, top_k=top_k, max_new_tokens=2)
     exact = _exact_distribution(model, inputs, settings, eos)
     assert math.isclose(sum(exact.values()), 1.0, rel_tol=1e-9)
-    result = sample_batch(model, *inputs, [torch.Generator().manual_seed(7)], settings, eos)[0]
+    result = sample_batch(model, *inputs, [torch.Generator().manual_seed(7)], settings, eos, engine=engine)[0]
     counts = {}
     for sample in result.samples:
         counts[tuple(sample.token_ids)] = counts.get(tuple(sample.token_ids), 0) + 1
@@ -84,12 +88,14 @@ def test_samples_follow_the_exact_sequence_distribution(loaded, top_k, temperatu
     assert _chi_square_p(counts, exact) > 1e-3
 
 
-def test_full_multinomial_first_token(loaded):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_full_multinomial_first_token(loaded, engine):
     """No filtering: the first token's empirical distribution matches softmax(logits / T) over the vocabulary."""
     tokenizer, model, inputs = loaded
     settings = SamplingSettings(num_samples=5000, temperature=1.5, max_new_tokens=1)
     probs = (StepRunner(model, *inputs).logits[0] / 1.5).double().softmax(-1)
-    result = sample_batch(model, *inputs, [torch.Generator().manual_seed(3)], settings, tokenizer.eos_token_id)[0]
+    result = sample_batch(model, *inputs, [torch.Generator().manual_seed(3)], settings, tokenizer.eos_token_id,
+                          engine=engine)[0]
     counts = {}
     for sample in result.samples:
         counts[tuple(sample.token_ids)] = counts.get(tuple(sample.token_ids), 0) + 1
@@ -98,11 +104,12 @@ def test_full_multinomial_first_token(loaded):
     assert _chi_square_p(counts, exact) > 1e-3
 
 
-def test_logprobs_equal_a_teacher_forced_forward_pass(loaded):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_logprobs_equal_a_teacher_forced_forward_pass(loaded, engine):
     tokenizer, model, (embeds, mask, positions) = loaded
     settings = SamplingSettings(num_samples=5, temperature=1.0, max_new_tokens=5)
     result = sample_batch(model, embeds, mask, positions, [torch.Generator().manual_seed(0)], settings,
-                          tokenizer.eos_token_id)[0]
+                          tokenizer.eos_token_id, engine=engine)[0]
     for answer in [result.greedy, *result.samples]:
         ids = torch.tensor(answer.token_ids)
         full = torch.cat([embeds[0], model.get_input_embeddings()(ids)], dim=0)[None]
@@ -115,11 +122,13 @@ def test_logprobs_equal_a_teacher_forced_forward_pass(loaded):
         torch.testing.assert_close(torch.tensor(answer.token_entropies), entropies, atol=1e-4, rtol=0)
 
 
-def test_top_k_one_and_tiny_top_p_give_the_greedy_answer(loaded):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_top_k_one_and_tiny_top_p_give_the_greedy_answer(loaded, engine):
     tokenizer, model, inputs = loaded
     for settings in (SamplingSettings(num_samples=6, top_k=1, max_new_tokens=4),
                      SamplingSettings(num_samples=6, top_p=1e-9, max_new_tokens=4)):
-        result = sample_batch(model, *inputs, [torch.Generator().manual_seed(1)], settings, tokenizer.eos_token_id)[0]
+        result = sample_batch(model, *inputs, [torch.Generator().manual_seed(1)], settings, tokenizer.eos_token_id,
+                              engine=engine)[0]
         assert all(s.token_ids == result.greedy.token_ids for s in result.samples)
         assert result.distinct_answers == 1
 

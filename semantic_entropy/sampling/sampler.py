@@ -11,6 +11,11 @@ from exactly the distribution that N independent `generate(do_sample=True)` call
 while the work grows with the number of distinct answers instead of N (POPE answers are a
 token or two, so a question costs about one prefill).
 
+Long answers: once the answers outlive a fed token or spread over many paths, the live paths
+can be handed to `row_decoder`, which grows each answer in a fixed row of its own with all
+bookkeeping on the device (CUDA graphs, no host synchronisation per step). It keeps the draw
+order below, so the answers do not depend on where the handover happens.
+
 Randomness: each question owns a CPU torch.Generator seeded from (base seed, question_id).
 Draws are uniform numbers from it, mapped through the row's cumulative distribution, taken in
 a fixed order of that question's rows, so samples do not depend on batch size, order,
@@ -24,6 +29,9 @@ from dataclasses import dataclass, field
 import torch
 
 from llava.model.generation import StepRunner
+from llava.model.slot_forward import supports_slot_forward
+from semantic_entropy.sampling.draws import draw_tokens, sampling_logits  # also imported from here
+from semantic_entropy.sampling.row_decoder import RowOptions, continue_in_rows
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,43 @@ class SamplingSettings:
             raise ValueError("top_k must be >= 1 or None")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1] or None")
+
+
+@dataclass(frozen=True)
+class Handover:
+    """When the tree sampler hands its live paths to the row decoder (`row_decoder`).
+
+    After `after_steps` answer tokens were fed through the tree, or as soon as the live paths
+    number `paths_per_question` per question: POPE's short answers end in the tree, long or
+    diverging ones continue one row per answer.
+    """
+
+    after_steps: int = 1
+    paths_per_question: float = 4.0
+    options: RowOptions = field(default_factory=RowOptions)
+
+    def due(self, step: int, live_paths: int, questions: int) -> bool:
+        return step >= self.after_steps or live_paths >= self.paths_per_question * questions
+
+
+def default_engine(model, device) -> Handover | None:
+    """The row decoder on CUDA for a Llama language model, the tree alone elsewhere (the CPU path)."""
+    if torch.device(device).type == "cuda" and supports_slot_forward(model):
+        return Handover()
+    return None
+
+
+def resolve_engine(engine, model, device) -> Handover | None:
+    """engine: "auto", "tree" (never hand over), "rows" (hand over before the first fed token) or a Handover."""
+    if engine == "auto":
+        return default_engine(model, device)
+    if engine == "tree":
+        return None
+    if engine == "rows":
+        return Handover(after_steps=0)
+    if isinstance(engine, Handover):
+        return engine
+    raise ValueError(f"unknown sampling engine {engine!r}")
 
 
 @dataclass
@@ -81,34 +126,6 @@ class _Path:
         return _Path(self.question, self.row, self.start_position, self.token_ids + [token],
                      self.token_logprobs + [logprob], self.token_entropies + [entropy], num_samples, is_greedy,
                      list(self.columns))
-
-
-def sampling_logits(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
-    """(R, V) tempered logits with top-k / top-p filtering (none by default: full multinomial)."""
-    scaled = logits / settings.temperature
-    if settings.top_k is not None and settings.top_k < scaled.shape[-1]:
-        kth = scaled.topk(settings.top_k, dim=-1).values[:, -1:]  # (R, 1)
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    if settings.top_p is not None and settings.top_p < 1.0:
-        sorted_logits, order = scaled.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # Keep the smallest prefix whose mass reaches top_p (the token crossing it included).
-        drop = probs.cumsum(dim=-1) - probs >= settings.top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        scaled = torch.full_like(scaled, float("-inf")).scatter(1, order, sorted_logits)
-    return scaled
-
-
-def draw_tokens(cdf: torch.Tensor, row_of_draw: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draws: token j for uniform u where cdf[j-1] <= u < cdf[j].
-
-    cdf: (R, V) float64 cumulative probabilities; row_of_draw: (D,) row per draw;
-    uniforms: (D,) in [0, 1). Returns (D,) token ids.
-    """
-    rows = cdf.index_select(0, row_of_draw)  # (D, V)
-    targets = (uniforms * rows[:, -1]).unsqueeze(1)  # scale by the total to absorb rounding
-    tokens = torch.searchsorted(rows, targets, right=True).squeeze(1)
-    return tokens.clamp(max=cdf.shape[1] - 1)
 
 
 def _finished(path: _Path, eos_token_id: int, max_new_tokens: int) -> bool:
@@ -177,23 +194,25 @@ class BranchTree:
 
 @torch.no_grad()
 def sample_batch(model, embeds, attention_mask, position_ids, generators: list[torch.Generator],
-                 settings: SamplingSettings, eos_token_id: int) -> list[QuestionResult]:
+                 settings: SamplingSettings, eos_token_id: int, engine="auto") -> list[QuestionResult]:
     """Greedy answer and `settings.num_samples` samples for each prompt of a left-padded batch.
 
-    embeds: (B, T, H); attention_mask, position_ids: (B, T); generators: B CPU generators.
+    embeds: (B, T, H); attention_mask, position_ids: (B, T); generators: B CPU generators;
+    engine: see `resolve_engine` (the answers are the same; only the speed differs).
     """
     runner = StepRunner(model, embeds, attention_mask, position_ids)
     tree = BranchTree(runner, attention_mask, eos_token_id)
     next_position = runner.next_position.tolist()  # first answer position of each row
     paths = [_Path(q, q, next_position[q], num_samples=settings.num_samples, is_greedy=True)
              for q in range(embeds.shape[0])]
-    return _decode(tree, paths, runner.logits, generators, settings, eos_token_id)
+    handover = resolve_engine(engine, model, embeds.device)
+    return _decode(tree, paths, runner.logits, generators, settings, eos_token_id, handover)
 
 
 @torch.no_grad()
 def sample_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, suffixes: list[tuple[int, list[int]]],
                          generators: list[torch.Generator], settings: SamplingSettings,
-                         eos_token_id: int) -> list[QuestionResult]:
+                         eos_token_id: int, engine="auto") -> list[QuestionResult]:
     """Like `sample_batch`, for questions that share their prompt's beginning (the image and what precedes it).
 
     prefix_embeds: (G, T, H) left-padded shared prefixes, one row per group, with their mask and
@@ -208,18 +227,32 @@ def sample_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, su
     first_logits, columns = tree.feed(branches)  # (Nq, V): distribution of each question's first answer token
     paths = [_Path(q, row, next_position[row] + len(ids), num_samples=settings.num_samples, is_greedy=True,
                    columns=columns[q]) for q, (row, ids) in enumerate(suffixes)]
-    return _decode(tree, paths, first_logits, generators, settings, eos_token_id)
+    handover = resolve_engine(engine, model, prefix_embeds.device)
+    return _decode(tree, paths, first_logits, generators, settings, eos_token_id, handover)
 
 
 def _decode(tree: BranchTree, paths: list[_Path], logits: torch.Tensor, generators, settings,
-            eos_token_id: int) -> list[QuestionResult]:
-    """Grow every question's paths to their ends; logits (R, V) are the paths' next-token logits."""
+            eos_token_id: int, handover: Handover | None = None) -> list[QuestionResult]:
+    """Grow every question's paths to their ends; logits (R, V) are the paths' next-token logits.
+
+    With a `handover`, the paths still live when it is due continue in the row decoder.
+    """
     first_probs = logits.softmax(dim=-1).cpu()  # (Nq, V): one row per question at the start
+    questions = len(paths)
     done: list[list[_Path]] = [[] for _ in paths]
+    step = 0
     while paths:
         paths = _expand(paths, logits, generators, settings, eos_token_id, done)
         if not paths:
             break
+        if handover is not None and handover.due(step, len(paths), questions):
+            for answer in continue_in_rows(tree.runner.model, tree, paths, generators, settings, eos_token_id,
+                                           handover.options):
+                done[answer.question].append(_Path(answer.question, -1, -1, answer.token_ids, answer.token_logprobs,
+                                                   answer.token_entropies, 0 if answer.is_greedy else 1,
+                                                   answer.is_greedy))
+            break
+        step += 1
         branches = [Branch(p.row, [p.token_ids[-1]], [p.start_position + len(p.token_ids) - 1], p.columns)
                     for p in paths]
         logits, columns = tree.feed(branches)
@@ -283,7 +316,7 @@ def _assemble(finished: list[_Path], first_probs: torch.Tensor, eos_token_id: in
     greedy = [p for p in finished if p.is_greedy]
     assert len(greedy) == 1, "exactly one greedy path per question"
     samples = [answer(p) for p in finished for _ in range(p.num_samples)]
-    distinct = sum(1 for p in finished if p.num_samples > 0)
+    distinct = len({tuple(s.token_ids) for s in samples})
     return QuestionResult(answer(greedy[0]), samples, first_probs, distinct)
 
 
