@@ -8,14 +8,13 @@ from dataclasses import asdict, dataclass
 from semantic_entropy.browser.attention_data import attention_data
 from semantic_entropy.browser.images import image_entries
 from semantic_entropy.browser.page import render_page
-from semantic_entropy.browser.provenance import STAGE1, pick, provenance_data
+from semantic_entropy.browser.provenance import REPORT_TOOL, STAGE1, pick, provenance_data
 from semantic_entropy.browser.questions import question_data
 from semantic_entropy.browser.run_files import find_run_files
 from semantic_entropy.browser.summary import summary_data
 from semantic_entropy.browser.tokens import token_namer
 from semantic_entropy.runs.manifest import describe_inputs, manifest_path, new_manifest, now, write_manifest
 
-TOOL = "semantic_entropy.report"
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def build_report(options: ReportOptions) -> dict:
     settings = {**asdict(options), **{k: os.path.abspath(v) for k, v in asdict(options).items()
                                       if k in ("run_dir", "output", "eval_dir", "attention_dir", "image_folder",
                                                "generations_file") and v is not None}}
-    manifest = new_manifest(TOOL, options.output, settings, describe_inputs(inputs),
+    manifest = new_manifest(REPORT_TOOL, options.output, settings, describe_inputs(inputs),
                             details={"notes": notes, "score_columns": data["questions"]["scoreKeys"],
                                      "images_embedded": len(data["images"]),
                                      "attention_questions": 0 if data["attention"] is None

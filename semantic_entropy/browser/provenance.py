@@ -15,6 +15,7 @@ STAGE1 = "semantic_entropy.model_vqa_loader"
 STAGE2 = "semantic_entropy.compute_se_myself"
 STAGE3 = "semantic_entropy.eval_auroc"
 ATTENTION = "semantic_entropy.visualize_attention"
+REPORT_TOOL = "semantic_entropy.report"
 
 # (label, tool, where in its manifest): "settings.x", "inputs.x" (the path) or "details.x".
 HEADLINE = (
@@ -81,7 +82,7 @@ def provenance_data(manifest_paths: list[str], shown_outputs: list[str]) -> dict
     manifests = []
     for path in dict.fromkeys(manifest_paths):
         manifest = read_manifest(path)
-        if manifest is not None:
+        if manifest is not None and manifest.get("tool") != REPORT_TOOL:  # an earlier page's own manifest
             manifests.append({"path": os.path.abspath(path), **manifest})
     manifests.sort(key=lambda m: str(m.get("created", "")))
     outputs = {os.path.basename(os.path.normpath(p)) for p in shown_outputs}

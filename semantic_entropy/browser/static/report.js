@@ -483,15 +483,18 @@
     if (!entry) return null;
     var cached = imageCache[name];
     if (!cached) {
-      cached = imageCache[name] = { img: new Image(), ready: false, waiting: [] };
-      cached.img.onload = function () {
-        cached.ready = true;
+      cached = imageCache[name] = { img: new Image(), ready: false, failed: false, waiting: [] };
+      var settle = function (ok) {
+        cached.ready = ok;
+        cached.failed = !ok;
         cached.waiting.forEach(function (f) { f(); });
         cached.waiting = [];
       };
+      cached.img.onload = function () { settle(true); };
+      cached.img.onerror = function () { settle(false); };
       cached.img.src = entry.src;
     }
-    if (cached.ready) then(); else cached.waiting.push(then);
+    if (cached.ready || cached.failed) then(); else cached.waiting.push(then);
     return cached.img;
   }
 
@@ -529,7 +532,14 @@
     var geometry = (attention && attention.geometry) || entry;
     var canvas = el("canvas", { id: "detail-canvas" });
     box.appendChild(canvas);
-    var draw = function () { drawImage(canvas, entry ? name : null, geometry, attention); };
+    var draw = function () {
+      drawImage(canvas, entry ? name : null, geometry, attention);
+      var cached = imageCache[name];
+      if (cached && cached.failed && !box.querySelector(".image-failed")) {
+        box.insertBefore(el("p", { className: "note image-failed", text: "The image could not be loaded from " +
+          entry.src.slice(0, 200) + " (a linked file moved?)" }), canvas);
+      }
+    };
     if (attention) {
       var levels = decodeMap(attention);
       var controls = el("div", { className: "image-controls" });
@@ -569,6 +579,8 @@
     var display = 360;
     var context = canvas.getContext("2d");
     var img = name === null ? null : imageCache[name];
+    // What was drawn, for readers of the page (and its tests): the image, or why not.
+    canvas.setAttribute("data-image", !img ? "absent" : img.ready ? "drawn" : img.failed ? "failed to load" : "loading");
     if (!attention) {
       var scaleOnly = display / Math.max(g.width, g.height);
       var w = Math.round(g.width * scaleOnly), h = Math.round(g.height * scaleOnly);
