@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from semantic_entropy.browser.headless import CHROMIUM, CHROMEDRIVER, HeadlessChromium, available
+from semantic_entropy.browser.headless import CHROMEDRIVER, CHROMIUM, HeadlessChromium, available
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO_ROOT / "playground" / "models" / "llava-v1.5-shapes-tiny"

@@ -162,8 +162,8 @@ def test_command_writes_the_page_and_says_where(run, tmp_path):
 def test_missing_images_are_a_note_not_an_error(run, tmp_path):
     result, page = build(run, tmp_path, image_folder=str(tmp_path / "nowhere"))
     assert embedded_data(page)["images"] == {}
-    assert result["notes"] == [f"3 of 3 images not found under {tmp_path / 'nowhere'} (first: synthetic_000000.jpg); "
-                               "pass --image-folder"]
+    assert result["notes"] == [(f"3 of 3 images not found under {tmp_path / 'nowhere'} (first: synthetic_000000.jpg); "
+                                "pass --image-folder")]
 
 
 def test_attention_maps_are_aggregated_as_the_attention_tool_does(tmp_path):

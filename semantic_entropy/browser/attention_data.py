@@ -11,12 +11,13 @@ image attention quantised to 0..255 of their maximum, base64-encoded (768 charac
 from __future__ import annotations
 
 import base64
+import math
 import os
 
 import numpy as np
 
 from llava.jsonl_io import iter_jsonl
-from semantic_entropy.attention.question_outputs import STATS_FILE, safe_name
+from semantic_entropy.attention.files import STATS_FILE, map_file
 from semantic_entropy.attention.stats import Aggregation, parse_layer_range
 from semantic_entropy.browser.images import geometry
 from semantic_entropy.browser.run_files import require_file
@@ -55,7 +56,7 @@ def row_aggregation(row: dict, settings: dict) -> Aggregation:
                        settings.get("head_reduce", "mean"))
 
 
-def question_attention(row: dict, settings: dict, maps_dir: str) -> dict:
+def question_attention(row: dict, settings: dict, attention_dir: str) -> dict:
     """The page's entry for one table row: statistics, geometry and, when saved, the quantised map."""
     entry = {"aggregation": row.get("aggregation"), "tokens": row.get("answer_tokens"),
              "hottest": [row.get("hottest_row"), row.get("hottest_col")], "hottestBox": row.get("hottest_box"),
@@ -65,11 +66,11 @@ def question_attention(row: dict, settings: dict, maps_dir: str) -> dict:
     if "pointing_class" in row:
         entry["pointing"] = {"class": row["pointing_class"], "present": row.get("pointing_yes"),
                              "hit": row.get("pointing_hit"), "chance": row.get("pointing_chance")}
-    npz = os.path.join(maps_dir, f"q{safe_name(row['question_id'])}.npz")
+    npz = map_file(attention_dir, row["question_id"])
     if os.path.isfile(npz):
         weights = aggregated_map(npz, row["tokens_aggregated"], row_aggregation(row, settings))
         entry["map"], entry["mapTop"] = quantised_shares(weights)
-        entry["grid"] = int(round(len(weights) ** 0.5))
+        entry["grid"] = math.isqrt(len(weights))
     return entry
 
 
@@ -82,7 +83,7 @@ def attention_data(attention_dir: str, question_ids) -> dict:
     for _, row in iter_jsonl(stats_path):
         qid = str(row.get("question_id"))
         if qid in wanted:
-            by_id[qid] = question_attention(row, settings, os.path.join(attention_dir, "maps"))
+            by_id[qid] = question_attention(row, settings, attention_dir)
         else:
             outside += 1
     return {"byId": by_id, "settings": settings, "questions": len(by_id),

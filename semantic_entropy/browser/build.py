@@ -16,6 +16,8 @@ from semantic_entropy.browser.tokens import token_namer
 from semantic_entropy.runs.manifest import describe_inputs, manifest_path, new_manifest, now, write_manifest
 
 
+PATH_OPTIONS = ("run_dir", "output", "eval_dir", "attention_dir", "generations_file", "image_folder")
+
 
 @dataclass(frozen=True)
 class ReportOptions:
@@ -104,9 +106,8 @@ def build_report(options: ReportOptions) -> dict:
     """Write the page and `<output>.manifest.json`; returns {output, questions, bytes, notes}."""
     data, notes, inputs = gather(options)
     write_text_atomic(options.output, render_page(data, data["title"]))
-    settings = {**asdict(options), **{k: os.path.abspath(v) for k, v in asdict(options).items()
-                                      if k in ("run_dir", "output", "eval_dir", "attention_dir", "image_folder",
-                                               "generations_file") and v is not None}}
+    settings = {key: os.path.abspath(value) if key in PATH_OPTIONS and value is not None else value
+                for key, value in asdict(options).items()}
     manifest = new_manifest(REPORT_TOOL, options.output, settings, describe_inputs(inputs),
                             details={"notes": notes, "score_columns": data["questions"]["scoreKeys"],
                                      "images_embedded": len(data["images"]),

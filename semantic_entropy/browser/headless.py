@@ -55,6 +55,7 @@ class HeadlessChromium:
         self.driver = subprocess.Popen([CHROMEDRIVER, f"--port={self.port}"], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         self.session = None
+        self.version = None
         try:
             self._wait_ready(timeout)
             options = {"binary": CHROMIUM,
@@ -64,6 +65,7 @@ class HeadlessChromium:
                             "goog:loggingPrefs": {"browser": "ALL"}}
             reply = self._request("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
             self.session = reply["sessionId"]
+            self.version = reply.get("value", {}).get("capabilities", {}).get("browserVersion")
         except BaseException:
             self.close()
             raise

@@ -79,16 +79,16 @@
 
   var ALL_NUMERIC_IDS = R.id.every(function (id) { return /^-?\d+(\.\d+)?$/.test(id); });
   var COLUMNS = [
-    { key: "id", title: "id", width: 96, text: function (i) { return R.id[i]; },
+    { key: "id", title: "id", width: 90, text: function (i) { return R.id[i]; },
       numeric: ALL_NUMERIC_IDS ? Float64Array.from(R.id, Number) : null },
-    { key: "split", title: "split", width: 104, text: function (i) { return R.split[i]; } },
-    { key: "question", title: "question", width: 330, text: function (i) { return R.question[i]; } },
-    { key: "answer", title: "greedy answer", width: 120, text: function (i) { return R.answer[i]; } },
-    { key: "label", title: "label", width: 60, text: function (i) { return R.label[i]; } },
-    { key: "correct", title: "correct", width: 76, text: function (i) { return R.wrong[i] ? "\u2717 wrong" : "\u2713 right"; },
+    { key: "split", title: "split", width: 92, text: function (i) { return R.split[i]; } },
+    { key: "question", title: "question", width: 250, text: function (i) { return R.question[i]; } },
+    { key: "answer", title: "greedy answer", width: 104, text: function (i) { return R.answer[i]; } },
+    { key: "label", title: "label", width: 52, text: function (i) { return R.label[i]; } },
+    { key: "correct", title: "correct", width: 74, text: function (i) { return R.wrong[i] ? "\u2717 wrong" : "\u2713 right"; },
       numeric: Float64Array.from(R.wrong) }
   ].concat(SCORE_KEYS.map(function (key, j) {
-    return { key: "score:" + key, title: key, width: 132, score: j, numeric: SCORES[j], isScore: true,
+    return { key: "score:" + key, title: key, width: 118, score: j, numeric: SCORES[j], isScore: true,
              text: function (i) { return fmt(SCORES[j][i], 4); } };
   }));
   var TABLE_WIDTH = COLUMNS.reduce(function (sum, c) { return sum + c.width; }, 0);
@@ -102,7 +102,7 @@
     sortColumn: null, sortDescending: false, order: null,
     split: "all", correct: "all", direction: "all", text: "", threshold: null,
     view: new Int32Array(0), selected: -1,
-    heat: true, opacity: 0.6,
+    heat: true, opacity: 0.7,
     curveSplit: "all", curveScores: null
   };
 
@@ -606,7 +606,7 @@
           var v = levels[r * grid + c] / 255;
           if (v <= 0) continue;
           var rgb = colour(v);
-          context.fillStyle = "rgba(" + rgb.join(",") + "," + (state.opacity * (0.1 + 0.9 * v)).toFixed(3) + ")";
+          context.fillStyle = "rgba(" + rgb.join(",") + "," + (state.opacity * v).toFixed(3) + ")";
           context.fillRect(c * step, r * step, step, step);
         }
       }
