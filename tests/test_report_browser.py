@@ -261,3 +261,11 @@ def test_question_text_is_shown_as_text_never_as_markup(browser, tmp_path):
     # A linked image loads from its file:// path relative to the page.
     assert browser.wait_for("return document.getElementById('detail-canvas').getAttribute('data-image') === 'drawn'")
     assert severe(browser.console()) == []
+
+
+def test_a_question_named_in_the_url_opens_selected(demo, browser):
+    qid = demo["rows"][5]["question_id"]
+    browser.open(demo["page"].as_uri() + f"#q={qid}")
+    browser.wait_for("return window.reportTimings && window.reportTimings.ready")
+    assert browser.text(browser.find("#detail-title")) == f"Question {qid}"
+    assert browser.execute("return document.querySelector('.vrow.selected').children[0].textContent") == qid

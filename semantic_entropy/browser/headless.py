@@ -65,7 +65,7 @@ class HeadlessChromium:
                             "goog:loggingPrefs": {"browser": "ALL"}}
             reply = self._request("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
             self.session = reply["sessionId"]
-            self.version = reply.get("value", {}).get("capabilities", {}).get("browserVersion")
+            self.version = reply.get("capabilities", {}).get("browserVersion")
         except BaseException:
             self.close()
             raise
@@ -94,9 +94,7 @@ class HeadlessChromium:
             reply = json.loads(e.read() or b"{}")
             value = reply.get("value", {})
             raise WebDriverError(f"{method} {path}: {value.get('error')}: {value.get('message', '')[:500]}") from None
-        if "sessionId" in reply:  # the new-session reply
-            return reply
-        return reply.get("value", reply) if isinstance(reply, dict) else reply
+        return reply.get("value") if isinstance(reply, dict) else reply
 
     def command(self, method: str, path: str, body: dict | None = None):
         return self._request(method, f"/session/{self.session}{path}", body)
