@@ -92,3 +92,6 @@ rm -f "$COMBINED_FILE"  # refitted every run: cheap, and it must follow the curr
     --title "Vision-aware uncertainty on $(basename "$POPE_DIR") ($(basename "$MODEL_PATH"))" --print headline
 
 echo "full table (paired differences, every split and metric): $EVAL_DIR/metrics.md"
+
+# ---- results browser: every question with its samples, scores and curves, in one HTML file ---
+"$PYTHON" -m semantic_entropy.report --run-dir "$RUN_DIR" --eval-dir "$EVAL_DIR" --output "$RUN_DIR/report.html"

@@ -6,7 +6,8 @@
 #     PER_CATEGORY=200 DEVICE=cuda bash scripts/pope_se.sh
 # A stage whose output already covers every question is skipped, and an interrupted stage resumes,
 # so rerunning after a crash continues where it stopped. Outputs of one setting go to
-# $OUTPUT_DIR/<questions>_n<samples>_t<temperature>_seed<seed>/; the table is eval_<judge>/metrics.md.
+# $OUTPUT_DIR/<questions>_n<samples>_t<temperature>_seed<seed>/; the table is eval_<judge>/metrics.md, and
+# report.html there shows every question (image, samples, scores) with the metrics and curves.
 set -euo pipefail
 
 # ---- config -------------------------------------------------------------------------------
@@ -116,3 +117,6 @@ fi
     --print headline
 
 echo "full table (paired differences, every split and metric): $EVAL_DIR/metrics.md"
+
+# ---- results browser: every question with its samples, scores and curves, in one HTML file ---
+"$PYTHON" -m semantic_entropy.report --run-dir "$RUN_DIR" --eval-dir "$EVAL_DIR" --output "$RUN_DIR/report.html"

@@ -45,7 +45,8 @@ from llava.cli import (add_conv_mode_arg, add_model_args, check_readable_file, l
 from llava.eval.vqa_data import QuestionDataset, batches, questions_of_chunk
 from llava.utils import resolve_device
 from semantic_entropy.attention.capture import answer_with_attention
-from semantic_entropy.attention.question_outputs import (STATS_FILE, add_pointing, draw_question, load_side_files,
+from semantic_entropy.attention.files import STATS_FILE
+from semantic_entropy.attention.question_outputs import (add_pointing, draw_question, load_side_files,
                                                          pointing_targets, question_record, save_maps,
                                                          single_question_batch, write_reports)
 from semantic_entropy.attention.stats import Aggregation, parse_layer_range

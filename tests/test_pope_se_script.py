@@ -57,7 +57,10 @@ def test_tiny_random_model_end_to_end_and_rerun_skips(tiny_checkpoints, tmp_path
     assert "yes_no_entropy" in report["all"]
     # the output ends with the headline table (AUROC all and the split, one line a measure) and the full table's path
     lines = first.stdout.strip().splitlines()
-    assert lines[-1] == f"full table (paired differences, every split and metric): {folder}/eval_exact/metrics.md"
+    assert f"full table (paired differences, every split and metric): {folder}/eval_exact/metrics.md" in lines
+    # the results page comes last and says where it is
+    assert lines[-1].startswith(f"wrote {folder}/report.html: 5 questions")
+    assert (folder / "report.html").exists() and (folder / "report.html.manifest.json").exists()
     header = next(i for i, line in enumerate(lines) if line.startswith("AUROC "))
     assert lines[header].split() == ["AUROC", "all"]  # the fixture has no adversarial split
     assert any(line.startswith("yes_no_entropy ") for line in lines[header:])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 
 import numpy as np
 
@@ -13,22 +12,13 @@ from llava.eval.vqa_data import load_image
 from llava.jsonl_io import read_jsonl, read_keyed_jsonl, write_json_atomic
 from llava.mm_utils import process_images, tokenizer_image_token
 from semantic_entropy.attention.capture import REGIONS, AnswerAttention
+from semantic_entropy.attention.files import map_file, safe_name
 from semantic_entropy.attention.report import (draw_head_grid, draw_region_shares, draw_token_maps, index_page,
                                                question_page)
 from semantic_entropy.attention.stats import (Aggregation, answer_token_rows, image_map, pointing_game,
                                               pointing_trial, question_statistics, region_shares)
 
-STATS_FILE = "attention_stats.jsonl"
 MAX_TOKEN_PANELS = 6
-
-
-def safe_name(question_id) -> str:
-    """File-name form of a question_id.
-
-    >>> safe_name(10000001), safe_name("a/b c")
-    ('10000001', 'a_b_c')
-    """
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(question_id))
 
 
 def single_question_batch(image_file: str, question: str, conv_mode: str, tokenizer, image_processor,
@@ -169,7 +159,7 @@ def draw_question(out_dir: str, record: dict, answer: AnswerAttention, aggregati
 def save_maps(out_dir: str, record: dict, answer: AnswerAttention) -> None:
     os.makedirs(os.path.join(out_dir, "maps"), exist_ok=True)
     np.savez_compressed(
-        os.path.join(out_dir, "maps", f"q{safe_name(record['question_id'])}.npz"),
+        map_file(out_dir, record["question_id"]),
         image_head_mean=answer.image.mean(axis=2),  # (n, L, N)
         image_head_max=answer.image.max(axis=2),  # (n, L, N)
         regions=answer.regions,  # (n, L, H, R)

@@ -1,0 +1,35 @@
+"""The page's summary: stage 3's metrics.json as written, plus what metrics.md adds to it.
+
+The page draws its own tables and curves from this and the per-question scores; the one
+derived number is Holm's adjustment of the paired p-values, computed by the same function as
+metrics.md (`evaluation.tables.holm_by_column`) so that both show the same p.
+"""
+
+from __future__ import annotations
+
+import json
+
+from semantic_entropy.evaluation.report import PAIRED_METRICS
+from semantic_entropy.evaluation.splits import SPLIT_NOTES
+from semantic_entropy.evaluation.tables import column_keys, holm_by_column, metric_header
+
+
+def summary_data(metrics_path: str) -> dict:
+    """{report, columns, metrics, titles, holm, pairedMetrics, splitNotes} of one metrics.json."""
+    with open(metrics_path, encoding="utf-8") as f:
+        try:
+            report = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{metrics_path}: not valid JSON ({e.msg})") from None
+    if not isinstance(report, dict) or not report:
+        raise ValueError(f"{metrics_path}: expected stage 3's metrics (an object keyed by split)")
+    columns = column_keys(report)
+    first = next(iter(report.values()))
+    metrics = list(first[columns[0]]) if columns else []
+    holm = {}
+    for split, stats in report.items():
+        compared = [key for key in columns if key != stats.get("paired_reference")]
+        holm[split] = {metric: holm_by_column(stats, compared, metric) for metric in PAIRED_METRICS}
+    return {"report": report, "columns": columns, "metrics": metrics,
+            "titles": {name: metric_header(name) for name in metrics}, "holm": holm,
+            "pairedMetrics": list(PAIRED_METRICS), "splitNotes": SPLIT_NOTES}
