@@ -1,7 +1,7 @@
 """The published vision-aware hallucination detectors' inputs, added to stage 1's generations.
 
 python -m semantic_entropy.baseline_probes --model-path M --image-folder I --generations-file G \
-    --output-file G2 [--vauq-setting MMVet] [--vl-temperature 1.0] [--seed 0]
+    --output-file G2 [--vauq-setting MMVet] [--vl-setting MMMU] [--seed 0]
 
 A later pass (like `semantic_entropy.vision_probes`). Each record gets a `baseline_probes`
 field; stage 2 scores it with the measures named vauq*, glsim*, attention_ratio*,
@@ -43,21 +43,18 @@ from semantic_entropy.sampling.prefix_groups import group_questions, plan_batche
 TOOL = "semantic_entropy.baseline_probes"
 # Chosen on a ShapesPOPE validation world among the published LLaVA-1.5-7B settings (docs/baselines.md).
 DEFAULT_VAUQ_SETTING = "MMVet"
-DEFAULT_BLUR = "MMMU"
-DEFAULT_VL_TEMPERATURE = 1.0
+DEFAULT_VL_SETTING = "MMMU"
 
 
 def radii(text: str) -> tuple[float, ...]:
-    """argparse type: a published list's name or comma-separated radii.
+    """argparse type: comma-separated blur radii (pixels).
 
-    >>> radii("MMVet"), radii("0.5,1")
-    ((0.6, 0.8, 1.0, 1.2, 1.4), (0.5, 1.0))
+    >>> radii("0.5,1")
+    (0.5, 1.0)
     """
-    if text in vl_uncertainty.BLUR_RADII:
-        return vl_uncertainty.BLUR_RADII[text]
     values = tuple(float(part) for part in text.split(","))
-    if not values or min(values) < 0:
-        raise ValueError(f"blur radii must be non-negative numbers, got {text!r}")
+    if min(values) < 0:
+        raise ValueError(f"blur radii must be non-negative, got {text!r}")
     return values
 
 
@@ -79,25 +76,28 @@ def build_parser():
                         help="layers a:b summed by SVAR; None = 5:19 of 32 (layers 5..18), scaled")
     parser.add_argument("--glsim-top-k", type=positive_int, default=glsim.GLSIM_TOP_K,
                         help="image positions GLSim's local similarity averages over")
-    parser.add_argument("--vl-blur-radii", type=radii, default=DEFAULT_BLUR,
-                        help=f"VL-Uncertainty's Gaussian blur radii (pixels): {' or '.join(vl_uncertainty.BLUR_RADII)} "
-                             "(the published lists) or comma-separated numbers")
-    parser.add_argument("--vl-temperature", type=float, default=DEFAULT_VL_TEMPERATURE,
-                        help="VL-Uncertainty's sampling temperature (published for LLaVA-1.5-7B: 0.5, 1.0, 1.5)")
+    parser.add_argument("--vl-setting", choices=sorted(vl_uncertainty.PUBLISHED_SETTINGS), default=DEFAULT_VL_SETTING,
+                        help="the authors' LLaVA-1.5-7B (blur radii, sampling temperature) of this benchmark: "
+                             + ", ".join(f"{k} {v}" for k, v in vl_uncertainty.PUBLISHED_SETTINGS.items()))
+    parser.add_argument("--vl-blur-radii", type=radii, default=None,
+                        help="VL-Uncertainty's Gaussian blur radii (pixels, comma-separated); None = the setting's")
+    parser.add_argument("--vl-temperature", type=float, default=None,
+                        help="VL-Uncertainty's sampling temperature; None = the setting's")
     parser.add_argument("--seed", type=int, default=0, help="base seed of VL-Uncertainty's draws (per question)")
     return parser
 
 
 def settings_from_args(args, num_layers: int) -> BaselineSettings:
     ratio, alpha = vauq.PUBLISHED_SETTINGS[args.vauq_setting]
+    blur_radii, temperature = vl_uncertainty.PUBLISHED_SETTINGS[args.vl_setting]
     settings = BaselineSettings(
         vauq_mask_ratio=args.vauq_mask_ratio if args.vauq_mask_ratio is not None else ratio,
         vauq_alpha=args.vauq_alpha if args.vauq_alpha is not None else alpha,
         vauq_layers=parse_range(args.vauq_layers, vauq.VAUQ_LAYERS, num_layers),
         svar_layers=parse_range(args.svar_layers, attention_ratio.SVAR_LAYERS, num_layers),
         glsim_top_k=args.glsim_top_k,
-        blur_radii=tuple(args.vl_blur_radii),
-        vl_temperature=args.vl_temperature,
+        blur_radii=tuple(args.vl_blur_radii) if args.vl_blur_radii is not None else blur_radii,
+        vl_temperature=args.vl_temperature if args.vl_temperature is not None else temperature,
         seed=args.seed,
     )
     vauq.hidden_patch_count(settings.vauq_mask_ratio, 576)  # checks the ratio
@@ -112,7 +112,8 @@ def main(argv=None) -> None:
     spec = pass_spec(TOOL, args, {"batch_size": args.batch_size, "images_per_batch": args.images_per_batch},
                      vauq_setting=args.vauq_setting, vauq_mask_ratio=args.vauq_mask_ratio, vauq_alpha=args.vauq_alpha,
                      vauq_layers=args.vauq_layers, svar_layers=args.svar_layers, glsim_top_k=args.glsim_top_k,
-                     vl_blur_radii=list(args.vl_blur_radii), vl_temperature=args.vl_temperature, seed=args.seed,
+                     vl_setting=args.vl_setting, vl_blur_radii=args.vl_blur_radii and list(args.vl_blur_radii), vl_temperature=args.vl_temperature,
+                     seed=args.seed,
                      vl_rephrasings=list(vl_uncertainty.REPHRASINGS))
     with open_pass(args, spec) as (output, records):
         tokenizer, model, image_processor, _ = load_model_from_args(args)

@@ -31,9 +31,13 @@ from PIL import ImageFilter
 from llava.constants import POPE_ANSWER_SUFFIX
 from semantic_entropy.probes.glsim import pope_object
 
-# run/run_MMVet.sh and run/run_{MMMU,ScienceQA,LLaVABench}.sh, llava-1.5-7b-hf.
-BLUR_RADII = {"MMVet": (0.6, 0.8, 1.0, 1.2, 1.4), "MMMU": (0.1, 0.3, 0.5, 0.7, 1.0)}
-SAMPLING_TEMPERATURES = {"MMVet": 1.5, "MMMU": 1.0, "ScienceQA": 0.5, "LLaVABench": 0.5}
+# run/run_{MMVet,MMMU,ScienceQA,LLaVABench}.sh, llava-1.5-7b-hf: benchmark -> (blur radii, sampling temperature).
+PUBLISHED_SETTINGS = {
+    "MMVet": ((0.6, 0.8, 1.0, 1.2, 1.4), 1.5),
+    "MMMU": ((0.1, 0.3, 0.5, 0.7, 1.0), 1.0),
+    "ScienceQA": ((0.1, 0.3, 0.5, 0.7, 1.0), 0.5),
+    "LLaVABench": ((0.1, 0.3, 0.5, 0.7, 1.0), 0.5),
+}
 REPHRASINGS = (
     "Does the image contain {article} {name}?",
     "Can you see {article} {name} in the image?",
