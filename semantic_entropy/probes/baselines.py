@@ -126,10 +126,22 @@ def _real_image_pass(model, groups, features, inputs, image_of, eos_token_id):
     return step_logits, collector.image_attention(), states, image_states, starts
 
 
-def _object_log_probs(model, image_states: torch.Tensor, token_id: int) -> torch.Tensor:
-    """(N,) logit-lens log-probability of `token_id` at each image position (last layer)."""
-    logits = model.lm_head(image_states).float()[:, : model.scored_vocab_size]  # (N, V)
-    return torch.log_softmax(logits, dim=-1)[:, token_id]
+class _LogitLens:
+    """Logit-lens log-probabilities of tokens at an image's positions (last layer); the
+    normaliser over the vocabulary is computed once per image."""
+
+    def __init__(self, model, image_states: torch.Tensor):
+        self.model, self.image_states = model, image_states  # (G, N, D)
+        self.normalisers: dict[int, torch.Tensor] = {}
+
+    def log_probs(self, row: int, token_id: int) -> torch.Tensor:
+        """(N,) log softmax(lm_head(h_L(p)))[token_id] over image row `row`'s positions p."""
+        states = self.image_states[row]  # (N, D)
+        if row not in self.normalisers:
+            logits = self.model.lm_head(states).float()[:, : self.model.scored_vocab_size]  # (N, V)
+            self.normalisers[row] = torch.logsumexp(logits, dim=-1)  # (N,)
+        token_logits = (states @ self.model.lm_head.weight[token_id]).float()  # (N,)
+        return token_logits - self.normalisers[row]
 
 
 def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids, no_ids,
@@ -191,6 +203,7 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
     vl_fields = _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids, no_ids,
                                      eos_token_id)
 
+    lens = _LogitLens(model, image_states)
     results, selected = [], 0
     for i, (q, row, start) in enumerate(zip(inputs, image_of, starts)):
         first_row = attention[selected]  # (L, N): the first answer token's query
@@ -199,7 +212,7 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
         if q.object_tokens is not None:
             _, object_last, token = q.object_tokens
             prompt_last = start + len(q.suffix_ids) - 1
-            log_probs = _object_log_probs(model, image_states[row], token)  # (N,)
+            log_probs = lens.log_probs(row, token)  # (N,)
             glsim_fields = {
                 "global": float(glsim.cosine(states[last - 1][row, prompt_last], states[last][row, start + object_last])),
                 "local": glsim.local_similarity(states[last - 1][row, start + object_last], image_states[row], log_probs,

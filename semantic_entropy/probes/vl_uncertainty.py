@@ -38,12 +38,13 @@ PUBLISHED_SETTINGS = {
     "ScienceQA": ((0.1, 0.3, 0.5, 0.7, 1.0), 0.5),
     "LLaVABench": ((0.1, 0.3, 0.5, 0.7, 1.0), 0.5),
 }
+# Ordered from the nearest to the freest, as the authors' rephrasings at rising temperature.
 REPHRASINGS = (
-    "Does the image contain {article} {name}?",
+    "Is there {article} {name} in this image?",
+    "Is there {article} {name} in the picture?",
+    "In the image, is there {article} {name}?",
     "Can you see {article} {name} in the image?",
-    "Is {article} {name} present in the image?",
-    "Does this picture show {article} {name}?",
-    "Would you say there is {article} {name} in this image?",
+    "Does the image contain {article} {name}?",
 )
 CLUSTERS = ("yes", "no", "other")
 
@@ -52,7 +53,7 @@ def rephrased_questions(text: str) -> list[str] | None:
     """The rephrasings of a POPE question, its answer-format line kept; None for other questions.
 
     >>> rephrased_questions("Is there an apple in the imange?" + POPE_ANSWER_SUFFIX)[2]
-    'Is an apple present in the image?\\nAnswer the question using a single word or phrase.'
+    'In the image, is there an apple?\\nAnswer the question using a single word or phrase.'
     >>> rephrased_questions("What is this?") is None
     True
     """
