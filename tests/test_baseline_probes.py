@@ -26,7 +26,9 @@ from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
 
 BASELINE_MEASURES = ("vauq", "vauq_no_image", "attention_ratio_svar", "glsim", "vl_uncertainty",
-                     "vl_uncertainty_expected", "no_image_prior_entropy", "no_image_calibrated_entropy")
+                     "vl_uncertainty_expected", "vl_uncertainty_blur_only_expected", "no_image_prior_entropy",
+                     "no_image_calibrated_entropy")
+VL_MEASURES = {"glsim", "vl_uncertainty", "vl_uncertainty_expected", "vl_uncertainty_blur_only_expected"}
 
 
 @pytest.fixture(scope="module")
@@ -222,18 +224,22 @@ def test_vl_uncertainty_reproduces_blurred_rephrased_pairs(probed, tiny_checkpoi
     record = records[1]
     radii, temperature = vl_uncertainty.PUBLISHED_SETTINGS["MMMU"]
     image = Image.open(tiny_checkpoints.images / record["image"]).convert("RGB")
-    masses = []
-    for radius, question in zip(radii, vl_uncertainty.rephrased_questions(record["prompt"])):
+    def pair_masses(radius, question):
         pixels = process_images([image.filter(ImageFilter.GaussianBlur(radius=radius))], processor, model.config)
         ids = tokenizer_image_token(build_prompt(question, "vicuna_v1"), tokenizer, return_tensors="pt")
         with torch.no_grad():
             embeds, mask, _ = model.embed_multimodal([ids], model.encode_images(pixels))
             logits = model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].double()
         p = (logits / temperature).softmax(-1)
-        masses.append((float(p[yes].sum()), float(p[no].sum()), 1 - float(p[yes].sum()) - float(p[no].sum())))
+        return float(p[yes].sum()), float(p[no].sum()), 1 - float(p[yes].sum()) - float(p[no].sum())
+
+    masses = [pair_masses(r, q) for r, q in zip(radii, vl_uncertainty.rephrased_questions(record["prompt"]))]
+    image_only = [pair_masses(r, record["prompt"]) for r in radii]
     fields = record["baseline_probes"]["vl_uncertainty"]
     assert (fields["blur_radii"], fields["temperature"]) == (list(radii), temperature)
     assert [x for m in fields["cluster_masses"] for x in m] == pytest.approx([x for m in masses for x in m], abs=1e-5)
+    assert [x for m in fields["image_only_cluster_masses"] for x in m] == pytest.approx(
+        [x for m in image_only for x in m], abs=1e-5)
     uniforms = torch.rand(5, generator=torch.Generator().manual_seed(
         hash_seed(0, f"vl-uncertainty:{record['question_id']}")), dtype=torch.float64).tolist()
     drawn = []
@@ -311,8 +317,7 @@ def test_fields_do_not_depend_on_the_batch_and_feed_stage_2(probed):
                                    "--output-file", str(out / "u.jsonl")]) == 0
     scores = read_jsonl(str(out / "u.jsonl"))
     assert set(BASELINE_MEASURES) <= set(scores[0]["scores"])
-    assert all(set(BASELINE_MEASURES) - {"glsim", "vl_uncertainty", "vl_uncertainty_expected"} <= set(s["scores"])
-               for s in scores)
+    assert all(set(BASELINE_MEASURES) - VL_MEASURES <= set(s["scores"]) for s in scores)
 
 
 class ForwardCounter:

@@ -13,7 +13,8 @@ B. VAUQ's hidden image tokens: one row per question, its prompt and answer with 
 C. no image: one row per question, the prompt without its image and the answer, Q rows
    (the no-image prior's first step and the no-image VAUQ variant's H).
 D. VL-Uncertainty: one prefill of each image under each of the R blur radii (R * G rows), then
-   one tree step with each question's R rephrasings, the r-th on the r-th blurred image.
+   one tree step with each question's R rephrasings, the r-th on the r-th blurred image, and
+   (the blur-only ablation) its own wording on each blurred image.
 
 Vision: the G images once, their R * G blurred versions once.
 """
@@ -154,17 +155,22 @@ def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, 
     features = model.encode_images(blurred_pixel_values)  # (R * G, N, D), radius-major
     prefixes = [torch.tensor(g.prefix_ids) for _ in range(radii) for g in groups]
     embeds, mask, positions = model.embed_multimodal(prefixes, features)
-    suffixes = [(r * len(groups) + image_of[i], inputs[i].rephrased_suffixes[r]) for i in wanted for r in range(radii)]
-    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (|wanted| R, V)
+    # per question: its R rephrasings, then (the blur-only ablation) its own wording, on the R blurred images
+    suffixes = [(r * len(groups) + image_of[i], ids) for i in wanted
+                for ids_per_radius in (inputs[i].rephrased_suffixes, [inputs[i].suffix_ids] * radii)
+                for r, ids in enumerate(ids_per_radius)]
+    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (2 R |wanted|, V)
     fields = {}
     for k, i in enumerate(wanted):
-        masses = [vl_uncertainty.cluster_masses(probs[k * radii + r], yes_ids, no_ids, settings.vl_temperature)
-                  for r in range(radii)]
+        masses, image_only = [[vl_uncertainty.cluster_masses(probs[2 * k * radii + part * radii + r], yes_ids, no_ids,
+                                                             settings.vl_temperature) for r in range(radii)]
+                              for part in (0, 1)]
         generator = torch.Generator().manual_seed(hash_seed(settings.seed, f"vl-uncertainty:{inputs[i].question_id}"))
         uniforms = torch.rand(radii, generator=generator, dtype=torch.float64).tolist()
         fields[i] = {"temperature": settings.vl_temperature, "blur_radii": list(settings.blur_radii),
                      "cluster_masses": [list(m) for m in masses],
-                     "answers": vl_uncertainty.draw_clusters(masses, uniforms)}
+                     "answers": vl_uncertainty.draw_clusters(masses, uniforms),
+                     "image_only_cluster_masses": [list(m) for m in image_only]}
     return fields
 
 

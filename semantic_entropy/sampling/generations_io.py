@@ -274,7 +274,8 @@ def _parse_p_true(raw, fail) -> float | None:
 #       "attention_ratio": {"layer_image_shares": [per layer], "layers": [a, b]},
 #       "glsim": {"global": cos, "local": cos, ...} or null (not a POPE question),
 #       "no_image": {"yes_mass": ..., "no_mass": ...},
-#       "vl_uncertainty": {"cluster_masses": [[yes, no, other] per pair], "answers": ["yes", ...], ...}
+#       "vl_uncertainty": {"cluster_masses": [[yes, no, other] per pair], "answers": ["yes", ...],
+#                          "image_only_cluster_masses": [...the question unreworded], ...}
 #                         or null (not a POPE question)}
 
 
@@ -290,6 +291,7 @@ class BaselineProbes:
     no_image_mass: tuple[float, float] | None = None
     vl_cluster_masses: tuple[tuple[float, float, float], ...] | None = None  # (pairs, 3)
     vl_answers: tuple[str, ...] | None = None
+    vl_image_only_masses: tuple[tuple[float, float, float], ...] | None = None  # (pairs, 3) the question unreworded
 
     def available_fields(self) -> set[str]:
         fields = set()
@@ -342,15 +344,16 @@ def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
         g = _object(raw["glsim"], "baseline_probes.glsim", fail, ("global", "local"))
         glsim = (_number(g["global"], "baseline_probes.glsim.global", fail),
                  _number(g["local"], "baseline_probes.glsim.local", fail))
-    masses = answers = None
+    masses = answers = image_only = None
     if raw["vl_uncertainty"] is not None:
-        v = _object(raw["vl_uncertainty"], "baseline_probes.vl_uncertainty", fail, ("cluster_masses", "answers"))
-        masses = tuple(tuple(_number_list(m, "baseline_probes.vl_uncertainty.cluster_masses[]", fail))
-                       for m in v["cluster_masses"])
+        v = _object(raw["vl_uncertainty"], "baseline_probes.vl_uncertainty", fail,
+                    ("cluster_masses", "answers", "image_only_cluster_masses"))
+        masses, image_only = (tuple(tuple(_number_list(m, f"baseline_probes.vl_uncertainty.{key}[]", fail))
+                                    for m in v[key]) for key in ("cluster_masses", "image_only_cluster_masses"))
         answers = v["answers"]
-        if (any(len(m) != 3 for m in masses) or not isinstance(answers, list) or len(answers) != len(masses)
-                or not answers or not all(isinstance(a, str) for a in answers)):
-            fail("baseline_probes.vl_uncertainty needs one [yes, no, other] mass and one answer per pair")
+        if (any(len(m) != 3 for m in masses + image_only) or not isinstance(answers, list) or not answers
+                or not len(answers) == len(masses) == len(image_only) or not all(isinstance(a, str) for a in answers)):
+            fail("baseline_probes.vl_uncertainty needs one [yes, no, other] mass (each wording) and one answer per pair")
         answers = tuple(answers)
     return BaselineProbes(
         vauq_alpha=_number(vauq["alpha"], "baseline_probes.vauq.alpha", fail),
@@ -364,6 +367,7 @@ def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
         no_image_mass=_parse_yes_no_mass(raw["no_image"], fail, "baseline_probes.no_image"),
         vl_cluster_masses=masses,
         vl_answers=answers,
+        vl_image_only_masses=image_only,
     )
 
 

@@ -214,8 +214,8 @@ def _baselines(inputs: MeasureInputs):
 
 
 def baseline_measures() -> tuple[Measure, ...]:
-    """VAUQ (and its no-image variant), SVAR, GLSim, VL-Uncertainty (sampled and expected), the
-    no-image prior's entropy and the Post-Hoc-Debias entropy against it."""
+    """VAUQ (and its no-image variant), SVAR, GLSim, VL-Uncertainty (sampled, expected, and the
+    blur-only ablation), the no-image prior's entropy and the Post-Hoc-Debias entropy against it."""
     from semantic_entropy.probes import attention_ratio, glsim, no_image_prior, vauq, vl_uncertainty
     from semantic_entropy.sampling.generations_io import (ANSWER_IMAGE_ATTENTION, GLSIM_SIMILARITIES,
                                                           NO_IMAGE_YES_NO_MASS, VAUQ_ENTROPIES, VL_UNCERTAINTY_PAIRS)
@@ -253,6 +253,11 @@ def baseline_measures() -> tuple[Measure, ...]:
             "vl_uncertainty_expected", frozenset({VL_UNCERTAINTY_PAIRS}), USES_NOTHING,
             lambda x: vl_uncertainty.expected_discrete_entropy_bits(_baselines(x).vl_cluster_masses),
             "vl_uncertainty's expectation over the draws (exact, no sampling noise)",
+        ),
+        Measure(
+            "vl_uncertainty_blur_only_expected", frozenset({VL_UNCERTAINTY_PAIRS}), USES_NOTHING,
+            lambda x: vl_uncertainty.expected_discrete_entropy_bits(_baselines(x).vl_image_only_masses),
+            "ablation: vl_uncertainty_expected with the question unreworded (the blurred images alone)",
         ),
         Measure(
             "no_image_prior_entropy", frozenset({NO_IMAGE_YES_NO_MASS}), USES_NOTHING,
