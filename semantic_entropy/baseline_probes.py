@@ -1,7 +1,7 @@
 """The published vision-aware hallucination detectors' inputs, added to stage 1's generations.
 
 python -m semantic_entropy.baseline_probes --model-path M --image-folder I --generations-file G \
-    --output-file G2 [--vauq-setting MMVet] [--vl-setting MMMU] [--seed 0]
+    --output-file G2 [--vauq-setting MMVet] [--vl-setting MMVet] [--seed 0]
 
 A later pass (like `semantic_entropy.vision_probes`). Each record gets a `baseline_probes`
 field; stage 2 scores it with the measures named vauq*, glsim*, attention_ratio*,
@@ -43,7 +43,7 @@ from semantic_entropy.sampling.prefix_groups import group_questions, plan_batche
 TOOL = "semantic_entropy.baseline_probes"
 # Chosen on a ShapesPOPE validation world among the published LLaVA-1.5-7B settings (docs/baselines.md).
 DEFAULT_VAUQ_SETTING = "MMVet"
-DEFAULT_VL_SETTING = "MMMU"
+DEFAULT_VL_SETTING = "MMVet"
 
 
 def radii(text: str) -> tuple[float, ...]:
