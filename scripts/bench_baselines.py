@@ -76,9 +76,10 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="auto", help="model dtype (auto: float16 on CUDA)")
     parser.add_argument("--num-samples", type=int, default=10, help="stage 1's samples per question")
     parser.add_argument("--stage1-batch-size", type=int, default=128, help="stage 1's questions per batch")
+    parser.add_argument("--stage1-images-per-batch", type=int, default=16, help="stage 1's images per batch")
     parser.add_argument("--image-variants", default="mean,blur,noise", help="stage 1's degraded images")
     parser.add_argument("--batch-size", type=int, default=None, help="baseline pass questions per batch (its default)")
-    parser.add_argument("--images-per-batch", type=int, default=16, help="images per batch, both passes")
+    parser.add_argument("--images-per-batch", type=int, default=None, help="baseline pass images per batch (its default)")
     parser.add_argument("--output-json", default=None, help="write the timings here")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -99,12 +100,13 @@ def main(argv=None) -> None:
     variants = tuple(v for v in args.image_variants.split(",") if v)
     pass_args = baseline_probes.build_parser().parse_args(
         ["--model-path", args.model_path, "--image-folder", args.image_folder, "--generations-file", "G",
-         "--output-file", "O", *(["--batch-size", str(args.batch_size)] if args.batch_size else [])])
+         "--output-file", "O", *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+         *(["--images-per-batch", str(args.images_per_batch)] if args.images_per_batch else [])])
     baseline_settings = baseline_probes.settings_from_args(pass_args, model.config.text_config.num_hidden_layers)
     planned = plan_batches(group_questions(questions, tokenizer, "vicuna_v1"), args.stage1_batch_size,
-                           args.images_per_batch)
+                           args.stage1_images_per_batch)
     baseline_planned = plan_batches(group_questions(questions, tokenizer, "vicuna_v1"), pass_args.batch_size,
-                                    args.images_per_batch)
+                                    pass_args.images_per_batch)
     greedy: dict = {}
 
     def stage1(chosen_variants, keep_answers=False, batches=planned):
@@ -142,8 +144,10 @@ def main(argv=None) -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "questions": n, "images": len({q["image"] for q in questions}),
         "settings": {"num_samples": args.num_samples, "image_variants": list(variants),
-                     "stage1_batch_size": args.stage1_batch_size, "baseline_batch_size": pass_args.batch_size,
-                     "images_per_batch": args.images_per_batch, "dtype": str(model.text_dtype),
+                     "stage1_batch_size": args.stage1_batch_size,
+                     "stage1_images_per_batch": args.stage1_images_per_batch,
+                     "baseline_batch_size": pass_args.batch_size, "baseline_images_per_batch": pass_args.images_per_batch,
+                     "dtype": str(model.text_dtype),
                      "vauq_mask_ratio": baseline_settings.vauq_mask_ratio,
                      "blur_radii": list(baseline_settings.blur_radii)},
         "seconds": seconds,

@@ -61,8 +61,9 @@ def radii(text: str) -> tuple[float, ...]:
 def build_parser():
     parser = new_parser(__doc__)
     add_pass_args(parser, "the baseline_probes field")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="questions per batch")
-    parser.add_argument("--images-per-batch", type=positive_int, default=16, help="images (prefixes) per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="questions per batch")
+    parser.add_argument("--images-per-batch", type=positive_int, default=8,
+                        help="images per batch (each is prefilled 1 + blur-radii times)")
     parser.add_argument("--num-workers", type=int, default=None, help="image loaders; None = 4 on CUDA, 0 on CPU")
     parser.add_argument("--vauq-setting", choices=sorted(vauq.PUBLISHED_SETTINGS), default=DEFAULT_VAUQ_SETTING,
                         help="the authors' LLaVA-1.5-7B (mask ratio, alpha) of this benchmark: "
