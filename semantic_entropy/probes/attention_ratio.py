@@ -12,6 +12,9 @@ produces a token (the last row of the generation step that emits it):
 Real object tokens receive a higher SVAR than hallucinated ones, so -SVAR is the uncertainty.
 The authors score object tokens of captions; on POPE the token is the first answer token, whose
 query is the prompt's last position.
+
+Extra forward passes per question: none; the attention row comes from the shared real-image
+pass (A) of `semantic_entropy.probes.baselines`.
 """
 
 from __future__ import annotations

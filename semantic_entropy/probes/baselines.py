@@ -89,6 +89,17 @@ def _yes_no(probs: torch.Tensor, yes_ids, no_ids) -> dict:
     return {"yes_mass": float(probs[yes_ids].sum()), "no_mass": float(probs[no_ids].sum())}
 
 
+def _entropies_per_question(step_logits: list[torch.Tensor]) -> list[list[float]]:
+    """vauq.step_entropies_bits of each question's (n_i, V) logits, computed in one go.
+
+    >>> _entropies_per_question([torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")]]), torch.zeros(2, 4)])
+    [[1.0], [2.0, 2.0]]
+    """
+    flat = vauq.step_entropies_bits(torch.cat(step_logits))
+    ends = torch.tensor([len(x) for x in step_logits]).cumsum(0).tolist()
+    return [flat[end - len(x) : end] for x, end in zip(step_logits, ends)]
+
+
 @torch.inference_mode()
 def _real_image_pass(model, groups, features, inputs, image_of, eos_token_id):
     """Pass A: (answer-step logits per question, (S, L, N) attention of the chosen rows, hidden
@@ -160,11 +171,10 @@ def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, 
                 for ids_per_radius in (inputs[i].rephrased_suffixes, [inputs[i].suffix_ids] * radii)
                 for r, ids in enumerate(ids_per_radius)]
     probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (2 R |wanted|, V)
+    all_masses = vl_uncertainty.cluster_masses(probs, yes_ids, no_ids, settings.vl_temperature)  # (2 R |wanted|, 3)
     fields = {}
     for k, i in enumerate(wanted):
-        masses, image_only = [[vl_uncertainty.cluster_masses(probs[2 * k * radii + part * radii + r], yes_ids, no_ids,
-                                                             settings.vl_temperature) for r in range(radii)]
-                              for part in (0, 1)]
+        masses, image_only = (all_masses[(2 * k + part) * radii : (2 * k + part + 1) * radii] for part in (0, 1))
         generator = torch.Generator().manual_seed(hash_seed(settings.seed, f"vl-uncertainty:{inputs[i].question_id}"))
         uniforms = torch.rand(radii, generator=generator, dtype=torch.float64).tolist()
         fields[i] = {"temperature": settings.vl_temperature, "blur_radii": list(settings.blur_radii),
@@ -210,6 +220,8 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
                                      eos_token_id)
 
     lens = _LogitLens(model, image_states)
+    entropies, masked_entropies, no_image_entropies = (_entropies_per_question(x) for x in
+                                                       (step_logits, masked_logits, no_image_logits))
     results, selected = [], 0
     for i, (q, row, start) in enumerate(zip(inputs, image_of, starts)):
         first_row = attention[selected]  # (L, N): the first answer token's query
@@ -229,9 +241,8 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
             "real_first_token": _yes_no(step_logits[i][0].softmax(dim=-1), yes_ids, no_ids),
             "vauq": {"mask_ratio": settings.vauq_mask_ratio, "alpha": settings.vauq_alpha,
                      "layers": list(settings.vauq_layers), "hidden_patches": count,
-                     "entropies": vauq.step_entropies_bits(step_logits[i]),
-                     "masked_entropies": vauq.step_entropies_bits(masked_logits[i]),
-                     "no_image_entropies": vauq.step_entropies_bits(no_image_logits[i])},
+                     "entropies": entropies[i], "masked_entropies": masked_entropies[i],
+                     "no_image_entropies": no_image_entropies[i]},
             "attention_ratio": {"layer_image_shares": first_row.sum(dim=-1).tolist(),
                                 "layers": list(settings.svar_layers)},
             "glsim": glsim_fields,

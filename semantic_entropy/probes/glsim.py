@@ -19,6 +19,9 @@ spelling). In a caption the authors read the object's state at the step that emi
 position before the object token); a POPE question gives the object, and the position before
 it has not seen it, so we read the object's own last token (after its whole name). The
 logit-lens token is the object's first token, as in the authors' code.
+
+Extra forward passes per question: none; the hidden states come from the shared real-image pass
+(A) of `semantic_entropy.probes.baselines`, plus one lm_head over the image positions per image.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Source: github.com/yfzhang114/LLaVA-Align @ dfbecfa7 (experiments/eval/eval_pope
 experiments/eval/calibrate/llava_calibrate.py: the "none" input has no image and no
 "<image>\\n"). The authors use q to answer; as an uncertainty score we take its binary entropy,
 the training-free reading of a calibrated distribution (higher = more uncertain).
+
+Extra forward passes per question: one text-only row of its prompt and answer (pass C of
+`semantic_entropy.probes.baselines`, shared with VAUQ's no-image variant).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ for LLaVA-1.5-7B (`PUBLISHED_SETTINGS`); none is for POPE.
 
 The no-image variant hides every image token by removing it (`no_image_prior.no_image_prompt`),
 with the alpha of the authors' setting that hides all of them (ratio 1.0: 0.6).
+
+Extra forward passes per question (`semantic_entropy.probes.baselines`): one row of its prompt
+and answer with the hidden image tokens left out (pass B), one text-only row for the variant
+(pass C); H and the ranking come from the shared real-image pass (A).
 """
 
 from __future__ import annotations

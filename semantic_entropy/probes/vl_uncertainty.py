@@ -18,6 +18,10 @@ Here a POPE answer's meaning is its first token: "yes", "no" or "other" (every o
 one cluster). The rephrasings are five fixed rewordings of POPE's template, ordered from the
 nearest to the freest, in place of the LLM rephraser. Besides the sampled score, the exact
 expectation of it over the five draws is available (no sampling noise).
+
+Extra forward passes (`semantic_entropy.probes.baselines`, pass D): one prefill per image and
+blur radius (5 per image), shared by its questions, and per question 5 rephrased branches (and
+5 unreworded ones for the blur-only ablation) in one tree step.
 """
 
 from __future__ import annotations
@@ -70,19 +74,19 @@ def blurred(image, radius: float):
     return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
-def cluster_masses(probs: torch.Tensor, yes_ids, no_ids, temperature: float) -> tuple[float, float, float]:
-    """(yes, no, other) mass of the first token at the sampling temperature: p^(1/T), renormalised.
+def cluster_masses(probs: torch.Tensor, yes_ids, no_ids, temperature: float) -> list[tuple[float, float, float]]:
+    """(yes, no, other) mass of each row's first token at the sampling temperature: p^(1/T), renormalised.
 
-    probs: (V,) untempered first-token probabilities.
+    probs: (S, V) untempered first-token probabilities.
 
-    >>> [round(x, 6) for x in cluster_masses(torch.tensor([0.5, 0.25, 0.25]), [0], [1], 0.5)]  # squares .25, .0625, .0625
-    [0.666667, 0.166667, 0.166667]
+    >>> [[round(x, 6) for x in m] for m in cluster_masses(torch.tensor([[0.5, 0.25, 0.25]]), [0], [1], 0.5)]
+    [[0.666667, 0.166667, 0.166667]]
     """
     if temperature <= 0:
         raise ValueError(f"the sampling temperature must be > 0, got {temperature}")
-    tempered = torch.softmax(torch.log(probs.double()) / temperature, dim=-1)  # (V,)
-    yes, no = float(tempered[yes_ids].sum()), float(tempered[no_ids].sum())
-    return yes, no, max(0.0, 1.0 - yes - no)
+    tempered = torch.softmax(torch.log(probs.double()) / temperature, dim=-1)  # (S, V); squares .25, .0625, .0625 above
+    yes, no = tempered[:, yes_ids].sum(dim=-1).tolist(), tempered[:, no_ids].sum(dim=-1).tolist()
+    return [(y, n, max(0.0, 1.0 - y - n)) for y, n in zip(yes, no)]
 
 
 def draw_clusters(masses: Sequence[tuple[float, float, float]], uniforms: Sequence[float]) -> list[str]:
