@@ -27,6 +27,13 @@ def rephrased_suffixes(question_id, text: str, prefix_ids: list[int], tokenizer,
     return suffixes
 
 
+def _object_positions(question_id, text: str, conv_mode: str, tokenizer):
+    try:
+        return glsim.object_positions(text, conv_mode, tokenizer)
+    except ValueError as error:
+        raise ValueError(f"question_id {question_id!r}: {error}") from None
+
+
 def question_inputs(record: dict, prefix_ids: list[int], suffix_ids: list[int], tokenizer,
                     conv_mode: str) -> QuestionInputs:
     """The pass's inputs for one generations record whose prompt splits into `prefix_ids` + `suffix_ids`."""
@@ -41,7 +48,7 @@ def question_inputs(record: dict, prefix_ids: list[int], suffix_ids: list[int], 
         suffix_ids=suffix_ids,
         answer_ids=list(answer_ids),
         no_image_ids=tokenizer_image_token(no_image_prompt(text, conv_mode), tokenizer, IMAGE_TOKEN_INDEX),
-        object_tokens=glsim.object_positions(text, conv_mode, tokenizer),
+        object_tokens=_object_positions(record["question_id"], text, conv_mode, tokenizer),
         rephrased_suffixes=rephrased_suffixes(record["question_id"], text, prefix_ids, tokenizer, conv_mode),
     )
 
