@@ -4,7 +4,7 @@ GPU, LLaVA-1.5-7B shape (random weights, real cost; checkpoint and POPE-named im
 scripts/make_random_llava.py):
 
     PYTHONPATH=. python scripts/make_random_llava.py --output-dir /tmp/llava7b \\
-        --pope-dir ../shared/data/pope_coco --tokenizer-dir ../shared/data/llama2_tokenizer
+        --pope-dir .bench_data/pope_coco --tokenizer-dir .bench_data/llama2_tokenizer
     PYTHONPATH=. python scripts/bench_baselines.py --model-path /tmp/llava7b/llava-v1.5-7b-random \\
         --question-file /tmp/llava7b/llava_pope_test.jsonl --image-folder /tmp/llava7b/images \\
         --num-images 100 --device cuda --output-json /tmp/bench_baselines.json

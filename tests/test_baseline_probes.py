@@ -371,3 +371,23 @@ def test_the_registry_names_the_detectors():
         assert name in MEASURES_BY_NAME
     for word in ("vauq", "glsim", "vl_uncertainty", "attention_ratio", "no_image"):
         assert any(word in name for name in BASELINE_MEASURES)
+
+
+def test_every_pope_question_gives_its_object_and_rephrasings_with_llama_2(pope_coco_dir, llama2_tokenizer_dir):
+    """With the real tokenizer, every POPE question's object is found in its tokens and its
+    rephrasings keep the prompt before the image (what the pass needs on LLaVA-1.5-7B)."""
+    from transformers import AutoTokenizer
+
+    from llava.eval.prepare_pope import prepare_pope_questions
+    from semantic_entropy.probes.baseline_inputs import rephrased_suffixes
+
+    tokenizer = AutoTokenizer.from_pretrained(str(llama2_tokenizer_dir))
+    texts = sorted({q["text"] for q in prepare_pope_questions(str(pope_coco_dir))})
+    assert len(texts) > 50
+    for text in texts:
+        ids = tokenizer_image_token(build_prompt(text, "vicuna_v1"), tokenizer)
+        prefix, suffix = split_at_image(ids)
+        first, last, token = glsim.object_positions(text, "vicuna_v1", tokenizer)
+        name = glsim.pope_object(text)[1]
+        assert tokenizer.decode(suffix[first : last + 1]).strip() == name and suffix[first] == token
+        assert len(rephrased_suffixes(0, text, prefix, tokenizer, "vicuna_v1")) == 5
