@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Vision-aware uncertainty study (docs/method.md): stage 1 with the degraded-image passes
 # (--image-variants), the probes pass (most-attended image tokens hidden, a random-mask control,
-# question rewordings), the p(True) pass, stage 2 (every registered measure, the new ones included), a logistic
+# question rewordings), the p(True) pass, the baseline pass (the published detectors' inputs:
+# VAUQ, GLSim, VL-Uncertainty, SVAR, the no-image prior; docs/baselines.md), stage 2 (every
+# registered measure, the new ones included), a logistic
 # combination cross-validated across images, eval_pope and the AUROC/AUPR/PRR table with bootstrap
 # intervals. The table holds the ablations too: each variant
 # alone (visual_contrast_<v>, contrastive_yes_no_entropy_<v>), lambda = 0 (= yes_no_entropy) and the
@@ -31,6 +33,8 @@ DTYPE=${DTYPE:-auto}
 BATCH_SIZE=${BATCH_SIZE:-}                # empty = stage 1's default
 OUTPUT_DIR=${OUTPUT_DIR:-runs/method_study/$(basename "$MODEL_PATH")}
 MASK_FRACTION=${MASK_FRACTION:-0.1}       # share of the image tokens the probes hide
+VAUQ_SETTING=${VAUQ_SETTING:-}            # VAUQ's published (ratio, alpha): MMVet, CVBench, VILP; empty = the pass's default
+VL_SETTING=${VL_SETTING:-}                # VL-Uncertainty's published (radii, temperature): MMVet, MMMU, ...; empty = default
 COMBINED_FEATURES=${COMBINED_FEATURES:-yes_no_entropy,semantic_entropy,visual_contrast_noise,image_independence_mean,image_independence_blur,image_independence_noise,image_independence_mask_attended,image_independence_mask_random,wording_perturbation_yes_no_entropy}
 PYTHON=${PYTHON:-python}
 # ---------------------------------------------------------------------------------------------
@@ -43,9 +47,11 @@ RUN_DIR="$OUTPUT_DIR/$(basename "${QUESTION_FILE%.jsonl}")_n${NUM_SAMPLES}_t${TE
 ANSWERS_FILE="$RUN_DIR/answers.jsonl"
 GENERATIONS_FILE="$RUN_DIR/generations.jsonl"
 PROBED_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}.jsonl"
-SCORED_INPUT_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}_ptrue.jsonl"
-UNCERTAINTY_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}.jsonl"
-COMBINED_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}_cv.jsonl"
+PTRUE_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}_ptrue.jsonl"
+BASELINE_TAG="baselines${VAUQ_SETTING:+_vauq-$VAUQ_SETTING}${VL_SETTING:+_vl-$VL_SETTING}"
+SCORED_INPUT_FILE="$RUN_DIR/generations_probes_m${MASK_FRACTION}_ptrue_${BASELINE_TAG}.jsonl"
+UNCERTAINTY_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}_${BASELINE_TAG}.jsonl"
+COMBINED_FILE="$RUN_DIR/uncertainty_exact_probes_m${MASK_FRACTION}_${BASELINE_TAG}_cv.jsonl"
 EVAL_DIR="$RUN_DIR/eval_exact"
 mkdir -p "$RUN_DIR"
 
@@ -53,6 +59,9 @@ vision_args=()
 [ -n "$VISION_TOWER" ] && vision_args=(--vision-tower "$VISION_TOWER")
 batch_args=()
 [ -n "$BATCH_SIZE" ] && batch_args=(--batch-size "$BATCH_SIZE")
+baseline_args=()
+[ -n "$VAUQ_SETTING" ] && baseline_args+=(--vauq-setting "$VAUQ_SETTING")
+[ -n "$VL_SETTING" ] && baseline_args+=(--vl-setting "$VL_SETTING")
 # stage 1 resumes by question_id: rerunning after a crash continues
 "$PYTHON" -m semantic_entropy.model_vqa_loader \
     --model-path "$MODEL_PATH" "${vision_args[@]}" \
@@ -69,8 +78,13 @@ batch_args=()
 
 "$PYTHON" -m semantic_entropy.p_true \
     --model-path "$MODEL_PATH" "${vision_args[@]}" --image-folder "$IMAGE_FOLDER" \
-    --generations-file "$PROBED_FILE" --output-file "$SCORED_INPUT_FILE" --conv-mode "$CONV_MODE" \
+    --generations-file "$PROBED_FILE" --output-file "$PTRUE_FILE" --conv-mode "$CONV_MODE" \
     --device "$DEVICE" --dtype "$DTYPE"
+
+"$PYTHON" -m semantic_entropy.baseline_probes \
+    --model-path "$MODEL_PATH" "${vision_args[@]}" --image-folder "$IMAGE_FOLDER" \
+    --generations-file "$PTRUE_FILE" --output-file "$SCORED_INPUT_FILE" --conv-mode "$CONV_MODE" \
+    --seed "$SAMPLE_SEED" --device "$DEVICE" --dtype "$DTYPE" "${baseline_args[@]}"
 
 "$PYTHON" -m semantic_entropy.compute_se_myself \
     --generations-file "$SCORED_INPUT_FILE" --output-file "$UNCERTAINTY_FILE" --judge exact

@@ -14,7 +14,7 @@ from llava.cli import run_main
 from llava.conversation import DEFAULT_CONV_MODE
 from llava.eval import model_vqa_loader as llava_loader
 from llava.jsonl_io import read_jsonl
-from semantic_entropy import compute_se_myself, p_true, vision_probes, visualize_attention
+from semantic_entropy import baseline_probes, compute_se_myself, p_true, vision_probes, visualize_attention
 from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.runs.lock import OutputLock, OutputLocked, is_locked
 from semantic_entropy.runs.manifest import MANIFEST_FORMAT
@@ -48,6 +48,8 @@ def finished(tiny_checkpoints, tmp_path_factory):
                  "--output-file", str(root / "ptrue.jsonl")])
     vision_probes.main([*model_flags(tiny), "--image-folder", str(tiny.images), "--generations-file",
                         str(generations), "--output-file", str(root / "probes.jsonl"), "--mask-fraction", "0.25"])
+    baseline_probes.main([*model_flags(tiny), "--image-folder", str(tiny.images), "--generations-file",
+                          str(generations), "--output-file", str(root / "baselines.jsonl")])
     assert compute_se_myself.main(["--generations-file", str(generations), "--output-file",
                                    str(root / "u.jsonl")]) == 0
     visualize_attention.main([*model_flags(tiny), "--question-file", str(tiny.question_file), "--image-folder",
@@ -166,6 +168,9 @@ def pass_flags(tiny, run, output):
     (vision_probes, "probes.jsonl", ["--mask-fraction", "0.5"], "mask_fraction: 0.25 -> 0.5"),
     (vision_probes, "probes.jsonl", ["--mask-fraction", "0.25", "--seed", "2"], "seed: 0 -> 2"),
     (vision_probes, "probes.jsonl", ["--mask-fraction", "0.25", "--layers", "0:1"], "layers: null -> '0:1'"),
+    (baseline_probes, "baselines.jsonl", ["--vauq-mask-ratio", "0.2"], "vauq_mask_ratio: null -> 0.2"),
+    (baseline_probes, "baselines.jsonl", ["--vl-temperature", "0.5"], "vl_temperature: null -> 0.5"),
+    (baseline_probes, "baselines.jsonl", ["--seed", "3"], "seed: 0 -> 3"),
 ])
 def test_passes_refuse_other_settings(tiny_checkpoints, finished, tmp_path, tool, output, extra, named):
     run = copy_of(finished, tmp_path)
@@ -185,7 +190,8 @@ def changed_generations(run):
 
 
 @pytest.mark.parametrize("tool,output,extra", [(p_true, "ptrue.jsonl", []),
-                                               (vision_probes, "probes.jsonl", ["--mask-fraction", "0.25"])])
+                                               (vision_probes, "probes.jsonl", ["--mask-fraction", "0.25"]),
+                                               (baseline_probes, "baselines.jsonl", [])])
 def test_passes_refuse_a_changed_input(tiny_checkpoints, finished, tmp_path, tool, output, extra):
     run = copy_of(finished, tmp_path)
     changed_generations(run)
@@ -296,6 +302,7 @@ def test_every_tool_defaults_to_vicuna_v1_and_shows_it():
         stage1: ["--model-path", "M", "--image-folder", "I", "--question-file", "Q", "--answers-file", "A"],
         p_true: ["--model-path", "M", "--image-folder", "I", "--generations-file", "G", "--output-file", "O"],
         vision_probes: ["--model-path", "M", "--image-folder", "I", "--generations-file", "G", "--output-file", "O"],
+        baseline_probes: ["--model-path", "M", "--image-folder", "I", "--generations-file", "G", "--output-file", "O"],
         visualize_attention: ["--model-path", "M", "--output-dir", "D"],
     }
     assert DEFAULT_CONV_MODE == "vicuna_v1"

@@ -11,6 +11,9 @@
              semantic_entropy.vision_probes adds mask_attended and mask_random)
         "question_variants": {"contain": {"yes_mass": ..., "no_mass": ...}, ...},  (optional,
              semantic_entropy.vision_probes: the same with the question reworded)
+        "baseline_probes": {...},                                (optional,
+             semantic_entropy.baseline_probes: the published detectors' inputs, see
+             `parse_baseline_probes`)
         "sampling": {...}, "model_id": "..."}
 
    ANSWER = {"text": str, "token_ids": [int], "token_logprobs": [float],
@@ -50,6 +53,13 @@ IMAGE_VARIANT_PREFIX = "image_variant_yes_no_mass:"  # + variant name, e.g. "ima
 
 
 QUESTION_VARIANT_PREFIX = "question_variant_yes_no_mass:"  # + rewording name, e.g. "...:contain"
+
+# The published detectors' inputs (semantic_entropy.baseline_probes), one name per detector.
+VAUQ_ENTROPIES = "vauq_entropies"
+ANSWER_IMAGE_ATTENTION = "answer_image_attention"
+GLSIM_SIMILARITIES = "glsim_similarities"
+NO_IMAGE_YES_NO_MASS = "no_image_yes_no_mass"
+VL_UNCERTAINTY_PAIRS = "vl_uncertainty_pairs"
 
 
 def image_variant_field(variant: str) -> str:
@@ -100,6 +110,7 @@ class QuestionGenerations:
     image_variant_masses: dict | None = None  # variant -> (yes_mass, no_mass) with that degraded image
     question_variant_masses: dict | None = None  # rewording -> (yes_mass, no_mass) with that question wording
     source: str = "?"  # "file:line" or "file[key]", for messages
+    baseline_probes: "BaselineProbes | None" = None  # semantic_entropy.baseline_probes's field
 
     @property
     def question(self) -> str:
@@ -127,6 +138,8 @@ class QuestionGenerations:
             fields.add(image_variant_field(variant))
         for rewording in self.question_variant_masses or {}:
             fields.add(question_variant_field(rewording))
+        if self.baseline_probes is not None:
+            fields |= self.baseline_probes.available_fields()
         return frozenset(fields)
 
     def where(self) -> str:
@@ -252,6 +265,112 @@ def _parse_p_true(raw, fail) -> float | None:
     return float(raw)
 
 
+# --------------------------------------------------------------------------------------------
+# The published detectors' inputs (semantic_entropy.baseline_probes): one object per record,
+#
+#     "baseline_probes": {
+#       "vauq": {"alpha": .6, "entropies": [bits per answer step], "masked_entropies": [...],
+#                "no_image_entropies": [...], ...},
+#       "attention_ratio": {"layer_image_shares": [per layer], "layers": [a, b]},
+#       "glsim": {"global": cos, "local": cos, ...} or null (not a POPE question),
+#       "no_image": {"yes_mass": ..., "no_mass": ...},
+#       "vl_uncertainty": {"cluster_masses": [[yes, no, other] per pair], "answers": ["yes", ...],
+#                          "image_only_cluster_masses": [...the question unreworded], ...}
+#                         or null (not a POPE question)}
+
+
+@dataclass(frozen=True)
+class BaselineProbes:
+    vauq_alpha: float | None = None
+    vauq_entropies: tuple[float, ...] | None = None  # (n,) bits, with the image
+    vauq_masked_entropies: tuple[float, ...] | None = None  # (n,) the most attended image tokens hidden
+    vauq_no_image_entropies: tuple[float, ...] | None = None  # (n,) without the image
+    layer_image_shares: tuple[float, ...] | None = None  # (L,) first answer token's image attention per layer
+    svar_layers: tuple[int, int] | None = None
+    glsim_similarities: tuple[float, float] | None = None  # (global, local)
+    no_image_mass: tuple[float, float] | None = None
+    vl_cluster_masses: tuple[tuple[float, float, float], ...] | None = None  # (pairs, 3)
+    vl_answers: tuple[str, ...] | None = None
+    vl_image_only_masses: tuple[tuple[float, float, float], ...] | None = None  # (pairs, 3) the question unreworded
+
+    def available_fields(self) -> set[str]:
+        fields = set()
+        if self.vauq_entropies is not None:
+            fields.add(VAUQ_ENTROPIES)
+        if self.layer_image_shares is not None:
+            fields.add(ANSWER_IMAGE_ATTENTION)
+        if self.glsim_similarities is not None:
+            fields.add(GLSIM_SIMILARITIES)
+        if self.no_image_mass is not None:
+            fields.add(NO_IMAGE_YES_NO_MASS)
+        if self.vl_answers is not None:
+            fields.add(VL_UNCERTAINTY_PAIRS)
+        return fields
+
+
+def _object(raw, what: str, fail, keys: tuple[str, ...]) -> dict:
+    if not isinstance(raw, dict):
+        fail(f"{what} must be an object")
+    missing = [key for key in keys if key not in raw]
+    if missing:
+        fail(f"{what} is missing field(s) {missing}")
+    return raw
+
+
+def _number(value, what: str, fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        fail(f"{what} is not a finite number: {value!r}")
+    return float(value)
+
+
+def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
+    """Validate a record's `baseline_probes` (None when absent)."""
+    if raw is None:
+        return None
+    _object(raw, "baseline_probes", fail, ("vauq", "attention_ratio", "glsim", "no_image", "vl_uncertainty"))
+    vauq = _object(raw["vauq"], "baseline_probes.vauq", fail,
+                   ("alpha", "entropies", "masked_entropies", "no_image_entropies"))
+    steps = {key: _number_list(vauq[key], f"baseline_probes.vauq.{key}", fail)
+             for key in ("entropies", "masked_entropies", "no_image_entropies")}
+    if len({len(v) for v in steps.values()}) != 1 or not steps["entropies"]:
+        fail(f"baseline_probes.vauq: entropy lists differ in length or are empty: "
+             f"{ {k: len(v) for k, v in steps.items()} }")
+    ratio = _object(raw["attention_ratio"], "baseline_probes.attention_ratio", fail, ("layer_image_shares", "layers"))
+    layers = ratio["layers"]
+    if not (isinstance(layers, list) and len(layers) == 2 and all(isinstance(x, int) for x in layers)):
+        fail(f"baseline_probes.attention_ratio.layers must be [a, b], got {layers!r}")
+    glsim = None
+    if raw["glsim"] is not None:
+        g = _object(raw["glsim"], "baseline_probes.glsim", fail, ("global", "local"))
+        glsim = (_number(g["global"], "baseline_probes.glsim.global", fail),
+                 _number(g["local"], "baseline_probes.glsim.local", fail))
+    masses = answers = image_only = None
+    if raw["vl_uncertainty"] is not None:
+        v = _object(raw["vl_uncertainty"], "baseline_probes.vl_uncertainty", fail,
+                    ("cluster_masses", "answers", "image_only_cluster_masses"))
+        masses, image_only = (tuple(tuple(_number_list(m, f"baseline_probes.vl_uncertainty.{key}[]", fail))
+                                    for m in v[key]) for key in ("cluster_masses", "image_only_cluster_masses"))
+        answers = v["answers"]
+        if (any(len(m) != 3 for m in masses + image_only) or not isinstance(answers, list) or not answers
+                or not len(answers) == len(masses) == len(image_only) or not all(isinstance(a, str) for a in answers)):
+            fail("baseline_probes.vl_uncertainty needs one [yes, no, other] mass (each wording) and one answer per pair")
+        answers = tuple(answers)
+    return BaselineProbes(
+        vauq_alpha=_number(vauq["alpha"], "baseline_probes.vauq.alpha", fail),
+        vauq_entropies=steps["entropies"],
+        vauq_masked_entropies=steps["masked_entropies"],
+        vauq_no_image_entropies=steps["no_image_entropies"],
+        layer_image_shares=_number_list(ratio["layer_image_shares"], "baseline_probes.attention_ratio."
+                                        "layer_image_shares", fail),
+        svar_layers=(layers[0], layers[1]),
+        glsim_similarities=glsim,
+        no_image_mass=_parse_yes_no_mass(raw["no_image"], fail, "baseline_probes.no_image"),
+        vl_cluster_masses=masses,
+        vl_answers=answers,
+        vl_image_only_masses=image_only,
+    )
+
+
 def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
     """Validate one stage-1 generations record (shape 1)."""
     if "question_id" not in raw:
@@ -282,6 +401,7 @@ def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
         image_variant_masses=_parse_variants(raw.get("image_variants"), fail, "image_variants"),
         question_variant_masses=_parse_variants(raw.get("question_variants"), fail, "question_variants"),
         source=source,
+        baseline_probes=parse_baseline_probes(raw.get("baseline_probes"), fail),
     )
 
 

@@ -214,6 +214,77 @@ def vision_aware_measures() -> tuple[Measure, ...]:
 
 MEASURES = MEASURES + vision_aware_measures()
 
+
+# --------------------------------------------------------------------------------------------
+# The published vision-aware detectors (semantic_entropy.baseline_probes; docs/baselines.md
+# gives each one's source, formula and settings). Their math lives in semantic_entropy.probes.
+
+
+def _baselines(inputs: MeasureInputs):
+    return inputs.record.baseline_probes
+
+
+def baseline_measures() -> tuple[Measure, ...]:
+    """VAUQ (and its no-image variant), SVAR, GLSim, VL-Uncertainty (sampled, expected, and the
+    blur-only ablation), the no-image prior's entropy and the Post-Hoc-Debias entropy against it."""
+    from semantic_entropy.probes import attention_ratio, glsim, no_image_prior, vauq, vl_uncertainty
+    from semantic_entropy.sampling.generations_io import (ANSWER_IMAGE_ATTENTION, GLSIM_SIMILARITIES,
+                                                          NO_IMAGE_YES_NO_MASS, VAUQ_ENTROPIES, VL_UNCERTAINTY_PAIRS)
+
+    return (
+        Measure(
+            "vauq", frozenset({VAUQ_ENTROPIES}), USES_NOTHING,
+            lambda x: vauq.vauq_score(_baselines(x).vauq_entropies, _baselines(x).vauq_masked_entropies,
+                                      _baselines(x).vauq_alpha),
+            "VAUQ: H - alpha (H_masked - H), answer-step entropies (bits), most attended image tokens hidden",
+        ),
+        Measure(
+            "vauq_no_image", frozenset({VAUQ_ENTROPIES}), USES_NOTHING,
+            lambda x: vauq.vauq_score(_baselines(x).vauq_entropies, _baselines(x).vauq_no_image_entropies,
+                                      vauq.NO_IMAGE_ALPHA),
+            "VAUQ with every image token removed (alpha 0.6)",
+        ),
+        Measure(
+            "attention_ratio_svar", frozenset({ANSWER_IMAGE_ATTENTION}), USES_NOTHING,
+            lambda x: attention_ratio.attention_ratio_uncertainty(_baselines(x).layer_image_shares,
+                                                                  _baselines(x).svar_layers),
+            "-SVAR: minus the first answer token's head-mean image attention summed over the middle layers",
+        ),
+        Measure(
+            "glsim", frozenset({GLSIM_SIMILARITIES}), USES_NOTHING,
+            lambda x: -glsim.glsim_score(*_baselines(x).glsim_similarities),
+            "-GLSim: minus 0.6 global + 0.4 top-32 local similarity of the asked object with the image",
+        ),
+        Measure(
+            "vl_uncertainty", frozenset({VL_UNCERTAINTY_PAIRS}), USES_NOTHING,
+            lambda x: vl_uncertainty.discrete_entropy_bits(_baselines(x).vl_answers),
+            "entropy (bits) of the answers drawn for 5 blurred-image x rephrased-question pairs",
+        ),
+        Measure(
+            "vl_uncertainty_expected", frozenset({VL_UNCERTAINTY_PAIRS}), USES_NOTHING,
+            lambda x: vl_uncertainty.expected_discrete_entropy_bits(_baselines(x).vl_cluster_masses),
+            "vl_uncertainty's expectation over the draws (exact, no sampling noise)",
+        ),
+        Measure(
+            "vl_uncertainty_blur_only_expected", frozenset({VL_UNCERTAINTY_PAIRS}), USES_NOTHING,
+            lambda x: vl_uncertainty.expected_discrete_entropy_bits(_baselines(x).vl_image_only_masses),
+            "ablation: vl_uncertainty_expected with the question unreworded (the blurred images alone)",
+        ),
+        Measure(
+            "no_image_prior_entropy", frozenset({NO_IMAGE_YES_NO_MASS}), USES_NOTHING,
+            lambda x: m.yes_no_entropy(*_baselines(x).no_image_mass),
+            "yes/no entropy of the first token with the image removed (the language prior)",
+        ),
+        Measure(
+            "no_image_calibrated_entropy", frozenset({NO_IMAGE_YES_NO_MASS, FIRST_TOKEN_YES_NO_MASS}), USES_NOTHING,
+            lambda x: no_image_prior.calibrated_entropy(x.record.yes_no_mass, _baselines(x).no_image_mass),
+            "entropy of the yes/no distribution calibrated against the no-image prior (Post-Hoc Debias)",
+        ),
+    )
+
+
+MEASURES = MEASURES + baseline_measures()
+
 MEASURES_BY_NAME = {measure.name: measure for measure in MEASURES}
 
 

@@ -1,0 +1,252 @@
+"""The baseline pass's library: every published detector's inputs for a batch of image groups.
+
+Per batch of G images and Q questions, six language-model calls and two vision calls:
+
+A. the real image, prefix-shared: one prefill of each image's prefix (G rows), then one tree
+   step in which each question's own tokens and its greedy answer (teacher-forced) branch off
+   their image's prefix. It gives the answer steps' logits (VAUQ's H), the attention rows of
+   the first answer token's query and of the answer tokens' queries (SVAR, VAUQ's ranking),
+   and the hidden states GLSim reads (the image at the last layer from the prefill; the
+   prompt's last position and the object's token from the tree step).
+B. VAUQ's hidden image tokens: one row per question, its prompt and answer with its most
+   attended image tokens left out (`answer_rows`: the same as masking them), Q rows.
+C. no image: one row per question, the prompt without its image and the answer, Q rows
+   (the no-image prior's first step and the no-image VAUQ variant's H).
+D. VL-Uncertainty: one prefill of each image under each of the R blur radii (R * G rows), then
+   one tree step with each question's R rephrasings, the r-th on the r-th blurred image, and
+   (the blur-only ablation) its own wording on each blurred image.
+
+Vision: the G images once, their R * G blurred versions once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llava.model.generation import StepRunner
+from llava.utils import hash_seed
+from semantic_entropy.attention.capture import prompt_layout
+from semantic_entropy.probes import glsim, vauq, vl_uncertainty
+from semantic_entropy.probes.answer_rows import answer_step_logits, image_row, text_row
+from semantic_entropy.probes.row_capture import QueryRowCollector, hidden_state_capture, row_capture
+from semantic_entropy.sampling.prefix_groups import Group
+from semantic_entropy.sampling.sampler import Branch, BranchTree, first_token_probs_shared_prefix
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    vauq_mask_ratio: float
+    vauq_alpha: float
+    vauq_layers: tuple[int, int]  # half-open, this model's layers
+    svar_layers: tuple[int, int]
+    glsim_top_k: int
+    blur_radii: tuple[float, ...]
+    vl_temperature: float
+    seed: int
+
+
+@dataclass
+class QuestionInputs:
+    """What the pass needs of one question besides its image group."""
+
+    question_id: object
+    suffix_ids: list[int]  # the prompt's ids after the image slot
+    answer_ids: list[int]  # the greedy answer's ids (its EOS included when generated)
+    no_image_ids: list[int]  # the prompt without the image
+    object_tokens: tuple[int, int, int] | None  # glsim.object_positions, None off POPE's template
+    rephrased_suffixes: list[list[int]] | None  # per blur radius, None off POPE's template
+
+
+class _KeepLogits:
+    """A StepRunner stand-in for BranchTree that keeps the (B, Q, V) logits of its tree step."""
+
+    def __init__(self, runner: StepRunner):
+        self.runner = runner
+        self.logits = None
+
+    def step_tree(self, *args):
+        self.logits = self.runner.step_tree(*args)
+        return self.logits
+
+
+def _branch_starts(rows: list[int], lengths: list[int]) -> list[int]:
+    """Where each branch starts in its row's block: BranchTree lays a row's branches out in order.
+
+    >>> _branch_starts([0, 1, 0], [3, 2, 4])
+    [0, 0, 3]
+    """
+    used: dict[int, int] = {}
+    starts = []
+    for row, length in zip(rows, lengths):
+        starts.append(used.get(row, 0))
+        used[row] = used.get(row, 0) + length
+    return starts
+
+
+def _yes_no(probs: torch.Tensor, yes_ids, no_ids) -> dict:
+    return {"yes_mass": float(probs[yes_ids].sum()), "no_mass": float(probs[no_ids].sum())}
+
+
+def _entropies_per_question(step_logits: list[torch.Tensor]) -> list[list[float]]:
+    """vauq.step_entropies_bits of each question's (n_i, V) logits, computed in one go.
+
+    >>> _entropies_per_question([torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")]]), torch.zeros(2, 4)])
+    [[1.0], [2.0, 2.0]]
+    """
+    flat = vauq.step_entropies_bits(torch.cat(step_logits))
+    ends = torch.tensor([len(x) for x in step_logits]).cumsum(0).tolist()
+    return [flat[end - len(x) : end] for x, end in zip(step_logits, ends)]
+
+
+@torch.inference_mode()
+def _real_image_pass(model, groups, features, inputs, image_of, eos_token_id):
+    """Pass A: (answer-step logits per question, (S, L, N) attention of the chosen rows, hidden
+    states of the tree step {L-1, L}: (G, W, D), image states at the last layer (G, N, D), starts)."""
+    num_layers = model.config.text_config.num_hidden_layers
+    if num_layers < 2:
+        raise ValueError("GLSim reads the last two layers; the model has one")
+    prefix_ids = [torch.tensor(g.prefix_ids) for g in groups]
+    embeds, mask, positions = model.embed_multimodal(prefix_ids, features)  # (G, T, D)
+    image_columns = prompt_layout(prefix_ids, features.shape[1], embeds.shape[1]).image_columns  # (G, N)
+    tokens = [q.suffix_ids + q.answer_ids for q in inputs]
+    starts = _branch_starts(image_of, [len(t) for t in tokens])
+    rows, cols = [], []  # per question: the first answer token's query, then each answer token's
+    for q, start, row in zip(inputs, starts, image_of):
+        first = start + len(q.suffix_ids) - 1
+        rows += [row] * (1 + len(q.answer_ids))
+        cols += list(range(first, first + 1 + len(q.answer_ids)))
+    collector = QueryRowCollector(rows, cols, image_columns, num_layers)
+    with hidden_state_capture(model, [num_layers - 1, num_layers]) as hidden:
+        runner = StepRunner(model, embeds, mask, positions)
+        index = image_columns.to(embeds.device)[:, :, None].expand(-1, -1, embeds.shape[2])
+        image_states = hidden[num_layers].gather(1, index)  # (G, N, D)
+        keeper = _KeepLogits(runner)
+        tree = BranchTree(keeper, mask, eos_token_id)
+        next_position = runner.next_position.tolist()
+        branches = [Branch(row, ids, list(range(next_position[row], next_position[row] + len(ids))), [])
+                    for row, ids in zip(image_of, tokens)]
+        with row_capture(model, collector):
+            collector.active = True
+            _, columns = tree.feed(branches)
+            collector.active = False
+        states = {layer: hidden[layer] for layer in (num_layers - 1, num_layers)}  # (G, W, D)
+    assert [c[0] - mask.shape[1] for c in columns] == starts, "branch layout differs from BranchTree's"
+    step_logits = [keeper.logits[row, start + len(q.suffix_ids) - 1 : start + len(t) - 1].float().cpu()
+                   for q, t, start, row in zip(inputs, tokens, starts, image_of)]  # (n, V) each
+    return step_logits, collector.image_attention(), states, image_states, starts
+
+
+class _LogitLens:
+    """Logit-lens log-probabilities of tokens at an image's positions (last layer); the
+    normaliser over the vocabulary is computed once per image."""
+
+    def __init__(self, model, image_states: torch.Tensor):
+        self.model, self.image_states = model, image_states  # (G, N, D)
+        self.normalisers: dict[int, torch.Tensor] = {}
+
+    def log_probs(self, row: int, token_id: int) -> torch.Tensor:
+        """(N,) log softmax(lm_head(h_L(p)))[token_id] over image row `row`'s positions p."""
+        states = self.image_states[row]  # (N, D)
+        if row not in self.normalisers:
+            logits = self.model.lm_head(states).float()[:, : self.model.scored_vocab_size]  # (N, V)
+            self.normalisers[row] = torch.logsumexp(logits, dim=-1)  # (N,)
+        token_logits = (states @ self.model.lm_head.weight[token_id]).float()  # (N,)
+        return token_logits - self.normalisers[row]
+
+
+def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids, no_ids,
+                         eos_token_id) -> dict[int, dict]:
+    """Pass D: {question index: its VL-Uncertainty fields} for the questions with rephrasings."""
+    radii = len(settings.blur_radii)
+    wanted = [i for i, q in enumerate(inputs) if q.rephrased_suffixes is not None]
+    if not wanted:
+        return {}
+    features = model.encode_images(blurred_pixel_values)  # (R * G, N, D), radius-major
+    prefixes = [torch.tensor(g.prefix_ids) for _ in range(radii) for g in groups]
+    embeds, mask, positions = model.embed_multimodal(prefixes, features)
+    # per question: its R rephrasings, then (the blur-only ablation) its own wording, on the R blurred images
+    suffixes = [(r * len(groups) + image_of[i], ids) for i in wanted
+                for ids_per_radius in (inputs[i].rephrased_suffixes, [inputs[i].suffix_ids] * radii)
+                for r, ids in enumerate(ids_per_radius)]
+    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (2 R |wanted|, V)
+    all_masses = vl_uncertainty.cluster_masses(probs, yes_ids, no_ids, settings.vl_temperature)  # (2 R |wanted|, 3)
+    fields = {}
+    for k, i in enumerate(wanted):
+        masses, image_only = (all_masses[(2 * k + part) * radii : (2 * k + part + 1) * radii] for part in (0, 1))
+        generator = torch.Generator().manual_seed(hash_seed(settings.seed, f"vl-uncertainty:{inputs[i].question_id}"))
+        uniforms = torch.rand(radii, generator=generator, dtype=torch.float64).tolist()
+        fields[i] = {"temperature": settings.vl_temperature, "blur_radii": list(settings.blur_radii),
+                     "cluster_masses": [list(m) for m in masses],
+                     "answers": vl_uncertainty.draw_clusters(masses, uniforms),
+                     "image_only_cluster_masses": [list(m) for m in image_only]}
+    return fields
+
+
+@torch.inference_mode()
+def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurred_pixel_values: torch.Tensor,
+                   inputs: list[QuestionInputs], settings: BaselineSettings, yes_ids, no_ids,
+                   eos_token_id: int) -> list[dict]:
+    """The `baseline_probes` field of each question of a batch of image groups, in group order.
+
+    pixel_values (G, 3, H, W) the groups' images; blurred_pixel_values (R * G, 3, H, W) the same
+    under each blur radius, radius-major; inputs: per question, in group order.
+    """
+    image_of = [row for row, g in enumerate(groups) for _ in g.questions]  # (Q,)
+    features = model.encode_images(pixel_values)  # (G, N, D): each image once
+    num_patches = features.shape[1]
+    step_logits, attention, states, image_states, starts = _real_image_pass(
+        model, groups, features, inputs, image_of, eos_token_id)
+    last = model.config.text_config.num_hidden_layers
+
+    # VAUQ: rank the image tokens by the answer rows' attention, then leave the top share out.
+    count = vauq.hidden_patch_count(settings.vauq_mask_ratio, num_patches)
+    a, b = settings.vauq_layers
+    selected, rows = 0, []
+    for q, row in zip(inputs, image_of):
+        answer_rows = attention[selected + 1 : selected + 1 + len(q.answer_ids), a:b]  # (n, L', N)
+        top = vauq.most_attended_patches(answer_rows, count)
+        kept = torch.ones(num_patches, dtype=torch.bool)
+        kept[top] = False
+        rows.append(image_row(model, groups[row].prefix_ids + q.suffix_ids + q.answer_ids[:-1], features[row],
+                              kept.nonzero().flatten()))
+        selected += 1 + len(q.answer_ids)
+    lengths = [len(q.answer_ids) for q in inputs]
+    masked_logits = answer_step_logits(model, rows, lengths)
+    no_image_logits = answer_step_logits(model, [text_row(model, q.no_image_ids + q.answer_ids[:-1]) for q in inputs],
+                                         lengths)
+    vl_fields = _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids, no_ids,
+                                     eos_token_id)
+
+    lens = _LogitLens(model, image_states)
+    entropies, masked_entropies, no_image_entropies = (_entropies_per_question(x) for x in
+                                                       (step_logits, masked_logits, no_image_logits))
+    results, selected = [], 0
+    for i, (q, row, start) in enumerate(zip(inputs, image_of, starts)):
+        first_row = attention[selected]  # (L, N): the first answer token's query
+        selected += 1 + len(q.answer_ids)
+        glsim_fields = None
+        if q.object_tokens is not None:
+            _, object_last, token = q.object_tokens
+            prompt_last = start + len(q.suffix_ids) - 1
+            log_probs = lens.log_probs(row, token)  # (N,)
+            glsim_fields = {
+                "global": float(glsim.cosine(states[last - 1][row, prompt_last], states[last][row, start + object_last])),
+                "local": glsim.local_similarity(states[last - 1][row, start + object_last], image_states[row], log_probs,
+                                                settings.glsim_top_k),
+                "object_token_id": token, "top_k": settings.glsim_top_k,
+            }
+        results.append({
+            "real_first_token": _yes_no(step_logits[i][0].softmax(dim=-1), yes_ids, no_ids),
+            "vauq": {"mask_ratio": settings.vauq_mask_ratio, "alpha": settings.vauq_alpha,
+                     "layers": list(settings.vauq_layers), "hidden_patches": count,
+                     "entropies": entropies[i], "masked_entropies": masked_entropies[i],
+                     "no_image_entropies": no_image_entropies[i]},
+            "attention_ratio": {"layer_image_shares": first_row.sum(dim=-1).tolist(),
+                                "layers": list(settings.svar_layers)},
+            "glsim": glsim_fields,
+            "no_image": _yes_no(no_image_logits[i][0].softmax(dim=-1), yes_ids, no_ids),
+            "vl_uncertainty": vl_fields.get(i),
+        })
+    return results
