@@ -106,17 +106,25 @@ def attention_capture(model, collector):
     vision tower keeps its implementation. The previous text implementation is restored on exit.
     """
     register_capture_attention()
+    with text_attention_reporting_to(model, CAPTURE_ATTENTION, collector):
+        yield collector
+
+
+@contextlib.contextmanager
+def text_attention_reporting_to(model, implementation: str, collector, attribute: str = COLLECTOR_ATTRIBUTE):
+    """Within the block the language model runs the registered `implementation`, and every decoder
+    attention module carries `collector` as `attribute`; the previous implementation is restored on exit."""
     previous = model.config.text_config._attn_implementation
     modules = decoder_attention_modules(model)
-    model.set_attn_implementation({"text_config": CAPTURE_ATTENTION})
+    model.set_attn_implementation({"text_config": implementation})
     for module in modules:
-        setattr(module, COLLECTOR_ATTRIBUTE, collector)
+        setattr(module, attribute, collector)
     try:
         yield collector
     finally:
         for module in modules:
-            if hasattr(module, COLLECTOR_ATTRIBUTE):
-                delattr(module, COLLECTOR_ATTRIBUTE)
+            if hasattr(module, attribute):
+                delattr(module, attribute)
         model.set_attn_implementation({"text_config": previous})
 
 

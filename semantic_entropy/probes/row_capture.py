@@ -18,7 +18,7 @@ import contextlib
 
 import torch
 
-from semantic_entropy.attention.capture import decoder_attention_modules
+from semantic_entropy.attention.capture import text_attention_reporting_to
 
 ROW_CAPTURE = "sdpa_rows"
 COLLECTOR_ATTRIBUTE = "query_row_collector"
@@ -103,18 +103,8 @@ def row_capture(model, collector: QueryRowCollector):
 
     AttentionInterface.register(ROW_CAPTURE, sdpa_rows_attention)
     AttentionMaskInterface.register(ROW_CAPTURE, sdpa_mask)  # else no mask would be built
-    previous = model.config.text_config._attn_implementation
-    modules = decoder_attention_modules(model)
-    model.set_attn_implementation({"text_config": ROW_CAPTURE})
-    for module in modules:
-        setattr(module, COLLECTOR_ATTRIBUTE, collector)
-    try:
+    with text_attention_reporting_to(model, ROW_CAPTURE, collector, COLLECTOR_ATTRIBUTE):
         yield collector
-    finally:
-        for module in modules:
-            if hasattr(module, COLLECTOR_ATTRIBUTE):
-                delattr(module, COLLECTOR_ATTRIBUTE)
-        model.set_attn_implementation({"text_config": previous})
 
 
 @contextlib.contextmanager
