@@ -35,7 +35,7 @@ from llava.jsonl_io import read_jsonl  # noqa: E402
 from llava.model.builder import load_pretrained_model  # noqa: E402
 from semantic_entropy import baseline_probes  # noqa: E402
 from semantic_entropy.probes.baseline_inputs import BlurredGroupBatchDataset, question_inputs  # noqa: E402
-from semantic_entropy.probes.baselines import baseline_batch  # noqa: E402
+from semantic_entropy.probes.baselines import PhaseClock, baseline_batch  # noqa: E402
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids  # noqa: E402
 from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches  # noqa: E402
 from semantic_entropy.sampling.sampler import SamplingSettings  # noqa: E402
@@ -57,6 +57,17 @@ def timed(fn, device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def forward_floor(model, tokens_per_row: int, device, rows: int = 64, repeats: int = 3) -> dict:
+    """Tokens/s of a plain causal forward (no padding mask, logits of the last position only)."""
+    width = model.config.text_config.hidden_size
+    embeds = torch.randn(rows, tokens_per_row, width, device=device, dtype=model.text_dtype)  # (B, T, D)
+    language = model.model.language_model
+    language(inputs_embeds=embeds)  # warm-up
+    seconds = timed(lambda: [language(inputs_embeds=embeds) for _ in range(repeats)], device)
+    return {"rows": rows, "tokens_per_row": tokens_per_row, "tokens_per_s": repeats * rows * tokens_per_row / seconds}
 
 
 def first_images(questions: list[dict], count: int | None) -> list[dict]:
@@ -81,6 +92,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="baseline pass questions per batch (its default)")
     parser.add_argument("--images-per-batch", type=int, default=None, help="baseline pass images per batch (its default)")
     parser.add_argument("--output-json", default=None, help="write the timings here")
+    parser.add_argument("--phases", action="store_true",
+                        help="time the pass again, synchronised, per phase (and the data loading around it)")
+    parser.add_argument("--floor-tokens", type=int, default=0,
+                        help="with --phases: also time a plain causal forward of 64 rows of this many tokens "
+                             "(the model's throughput without masks, trees or captures)")
     args = parser.parse_args(argv)
     if args.tiny:
         for key, value in DEMO.items():
@@ -119,7 +135,9 @@ def main(argv=None) -> None:
             if keep_answers:
                 greedy.update({q["question_id"]: r.greedy.token_ids for q, r in zip(qs, results)})
 
-    def baselines(batches=baseline_planned):
+    clock = PhaseClock(device) if args.phases else None
+
+    def baselines(batches=baseline_planned, clock=None):
         dataset = BlurredGroupBatchDataset(batches, args.image_folder, processor, model.config,
                                            baseline_settings.blur_radii)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
@@ -130,15 +148,17 @@ def main(argv=None) -> None:
                                       g.prefix_ids, suffix, tokenizer, "vicuna_v1")
                       for g in groups for q, suffix in zip(g.questions, g.suffix_ids)]
             baseline_batch(model, groups, batch["pixel_values"], batch["blurred_pixel_values"], inputs,
-                           baseline_settings, yes_ids, no_ids, eos)
+                           baseline_settings, yes_ids, no_ids, eos, clock)
 
     # warm-up on the first batch of each phase (kernels, allocator); answers for the baselines
     stage1(variants, keep_answers=True, batches=planned[:1])
     stage1((), keep_answers=True)
     baselines(baseline_planned[:1])
-    seconds = {"stage1": timed(lambda: stage1(()), device),
-               "stage1_with_variants": timed(lambda: stage1(variants), device),
-               "baselines": timed(baselines, device)}
+    seconds = {"stage1": timed(lambda: stage1(()), device)}
+    if variants:
+        seconds["stage1_with_variants"] = timed(lambda: stage1(variants), device)
+    # with --phases the device is synchronised around each phase (a few times per batch)
+    seconds["baselines"] = timed(lambda: baselines(clock=clock), device)
     n = len(questions)
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -153,12 +173,29 @@ def main(argv=None) -> None:
         "seconds": seconds,
         "questions_per_s": {k: n / v for k, v in seconds.items()},
         "baselines / stage1": seconds["baselines"] / seconds["stage1"],
-        "baselines / stage1_with_variants": seconds["baselines"] / seconds["stage1_with_variants"],
     }
+    if variants:
+        report["baselines / stage1_with_variants"] = seconds["baselines"] / seconds["stage1_with_variants"]
+    if clock is not None:
+        report["phases"] = {name: {"seconds": value, "tokens": clock.tokens[name],
+                                   "tokens_per_s": clock.tokens[name] / value if clock.tokens[name] else None}
+                            for name, value in clock.seconds.items()}
+        report["phases"]["outside the batches (data loading)"] = {
+            "seconds": seconds["baselines"] - sum(clock.seconds.values())}
+        if args.floor_tokens:
+            report["forward_floor"] = forward_floor(model, args.floor_tokens, device)
+        for name, row in report["phases"].items():
+            rate = f"{row['tokens_per_s']:10.0f} tokens/s" if row.get("tokens_per_s") else ""
+            print(f"  {name:36s} {row['seconds']:8.2f} s {rate}")
+        if args.floor_tokens:
+            print(f"  plain causal forward, {args.floor_tokens} tokens/row: "
+                  f"{report['forward_floor']['tokens_per_s']:.0f} tokens/s")
     for name, value in seconds.items():
         print(f"{name:22s} {value:8.2f} s  {n / value:8.1f} q/s")
-    print(f"baselines / stage 1: {report['baselines / stage1']:.2f}x; "
-          f"/ stage 1 with --image-variants {','.join(variants)}: {report['baselines / stage1_with_variants']:.2f}x")
+    print(f"baselines / stage 1: {report['baselines / stage1']:.2f}x")
+    if variants:
+        print(f"baselines / stage 1 with --image-variants {','.join(variants)}: "
+              f"{report['baselines / stage1_with_variants']:.2f}x")
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump(report, f, indent=2)

@@ -391,3 +391,28 @@ def test_every_pope_question_gives_its_object_and_rephrasings_with_llama_2(pope_
         name = glsim.pope_object(text)[1]
         assert tokenizer.decode(suffix[first : last + 1]).strip() == name and suffix[first] == token
         assert len(rephrased_suffixes(0, text, prefix, tokenizer, "vicuna_v1")) == 5
+
+
+def test_the_no_image_rows_run_once_per_distinct_text(tiny_checkpoints):
+    """POPE asks one question of many images: without the image those rows are one row."""
+    tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
+    yes, no = yes_no_token_ids(tokenizer, model.scored_vocab_size)
+    text = "Is there a red circle in the image?"
+    ids = tokenizer_image_token(build_prompt(text, "vicuna_v1"), tokenizer)
+    prefix, suffix = split_at_image(ids)
+    groups, inputs = [], []
+    for image, answer in (("a.png", [5, 2]), ("b.png", [5, 2]), ("c.png", [6, 2])):
+        record = {"question_id": image, "prompt": text, "greedy": {"token_ids": answer}}
+        groups.append(Group(image, prefix, [record], [suffix]))
+        inputs.append(question_inputs(record, prefix, suffix, tokenizer, "vicuna_v1"))
+    settings = library.BaselineSettings(0.4, 0.6, (1, 2), (0, 1), 32, (0.1, 0.3, 0.5, 0.7, 1.0), 1.0, 0)
+    counter = ForwardCounter(model)
+    pixels = torch.rand(3, 3, 336, 336, generator=torch.Generator().manual_seed(0))
+    fields = library.baseline_batch(model, groups, pixels, pixels.repeat(5, 1, 1, 1), inputs, settings, yes, no,
+                                    tokenizer.eos_token_id)
+    assert counter.prefills[2] == 2  # two distinct answers, three questions
+    steps = [f["vauq"]["no_image_entropies"] for f in fields]  # per answer step
+    assert steps[0] == steps[1] and steps[0][0] == steps[2][0] and steps[0][1] != steps[2][1]
+    assert fields[0]["no_image"] == fields[1]["no_image"] == fields[2]["no_image"]  # the first step
+    # the real-image fields still differ per image
+    assert fields[0]["real_first_token"] != fields[1]["real_first_token"]

@@ -10,8 +10,8 @@ A. the real image, prefix-shared: one prefill of each image's prefix (G rows), t
    prompt's last position and the object's token from the tree step).
 B. VAUQ's hidden image tokens: one row per question, its prompt and answer with its most
    attended image tokens left out (`answer_rows`: the same as masking them), Q rows.
-C. no image: one row per question, the prompt without its image and the answer, Q rows
-   (the no-image prior's first step and the no-image VAUQ variant's H).
+C. no image: one row per distinct text (the prompt without its image and the answer), at most Q
+   rows (the no-image prior's first step and the no-image VAUQ variant's H).
 D. VL-Uncertainty: one prefill of each image under each of the R blur radii (R * G rows), then
    one tree step with each question's R rephrasings, the r-th on the r-th blurred image, and
    (the blur-only ablation) its own wording on each blurred image.
@@ -21,6 +21,8 @@ Vision: the G images once, their R * G blurred versions once.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +59,31 @@ class QuestionInputs:
     no_image_ids: list[int]  # the prompt without the image
     object_tokens: tuple[int, int, int] | None  # glsim.object_positions, None off POPE's template
     rephrased_suffixes: list[list[int]] | None  # per blur radius, None off POPE's template
+
+
+class PhaseClock:
+    """Seconds and tokens per phase of `baseline_batch`, for benchmarks: the device is synchronised
+    around each phase, so only pass one when timing."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.tokens: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str, tokens: int = 0):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.tokens[name] = self.tokens.get(name, 0) + tokens
+
+
+def _phase(clock: PhaseClock | None, name: str, tokens: int = 0):
+    return clock.phase(name, tokens) if clock is not None else contextlib.nullcontext()
 
 
 class _KeepLogits:
@@ -187,38 +214,61 @@ def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, 
 @torch.inference_mode()
 def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurred_pixel_values: torch.Tensor,
                    inputs: list[QuestionInputs], settings: BaselineSettings, yes_ids, no_ids,
-                   eos_token_id: int) -> list[dict]:
+                   eos_token_id: int, clock: PhaseClock | None = None) -> list[dict]:
     """The `baseline_probes` field of each question of a batch of image groups, in group order.
 
     pixel_values (G, 3, H, W) the groups' images; blurred_pixel_values (R * G, 3, H, W) the same
     under each blur radius, radius-major; inputs: per question, in group order.
     """
     image_of = [row for row, g in enumerate(groups) for _ in g.questions]  # (Q,)
-    features = model.encode_images(pixel_values)  # (G, N, D): each image once
+    with _phase(clock, "vision"):
+        features = model.encode_images(pixel_values)  # (G, N, D): each image once
     num_patches = features.shape[1]
-    step_logits, attention, states, image_states, starts = _real_image_pass(
-        model, groups, features, inputs, image_of, eos_token_id)
-    last = model.config.text_config.num_hidden_layers
+    real_tokens = sum(len(g.prefix_ids) - 1 + num_patches for g in groups) + sum(
+        len(q.suffix_ids) + len(q.answer_ids) for q in inputs)
+    with _phase(clock, "A_real_image", real_tokens):
+        step_logits, attention, states, image_states, starts = _real_image_pass(
+            model, groups, features, inputs, image_of, eos_token_id)
 
     # VAUQ: rank the image tokens by the answer rows' attention, then leave the top share out.
     count = vauq.hidden_patch_count(settings.vauq_mask_ratio, num_patches)
     a, b = settings.vauq_layers
     selected, rows = 0, []
-    for q, row in zip(inputs, image_of):
-        answer_rows = attention[selected + 1 : selected + 1 + len(q.answer_ids), a:b]  # (n, L', N)
-        top = vauq.most_attended_patches(answer_rows, count)
-        kept = torch.ones(num_patches, dtype=torch.bool)
-        kept[top] = False
-        rows.append(image_row(model, groups[row].prefix_ids + q.suffix_ids + q.answer_ids[:-1], features[row],
-                              kept.nonzero().flatten()))
-        selected += 1 + len(q.answer_ids)
+    with _phase(clock, "B_rows_built"):
+        for q, row in zip(inputs, image_of):
+            answer_rows = attention[selected + 1 : selected + 1 + len(q.answer_ids), a:b]  # (n, L', N)
+            top = vauq.most_attended_patches(answer_rows, count)
+            kept = torch.ones(num_patches, dtype=torch.bool)
+            kept[top] = False
+            rows.append(image_row(model, groups[row].prefix_ids + q.suffix_ids + q.answer_ids[:-1], features[row],
+                                  kept.nonzero().flatten()))
+            selected += 1 + len(q.answer_ids)
     lengths = [len(q.answer_ids) for q in inputs]
-    masked_logits = answer_step_logits(model, rows, lengths)
-    no_image_logits = answer_step_logits(model, [text_row(model, q.no_image_ids + q.answer_ids[:-1]) for q in inputs],
-                                         lengths)
-    vl_fields = _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids, no_ids,
-                                     eos_token_id)
+    with _phase(clock, "B_vauq_hidden", sum(e.shape[0] for e, _ in rows)):
+        masked_logits = answer_step_logits(model, rows, lengths)
+    # Without the image a row depends on its text alone, and POPE asks the same question of many
+    # images: each distinct (prompt, answer) row is run once.
+    distinct = {tuple(q.no_image_ids + q.answer_ids[:-1]): len(q.answer_ids) for q in inputs}
+    no_image_rows = [text_row(model, list(ids)) for ids in distinct]
+    with _phase(clock, "C_no_image", sum(e.shape[0] for e, _ in no_image_rows)):
+        distinct_logits = dict(zip(distinct, answer_step_logits(model, no_image_rows, list(distinct.values()))))
+    no_image_logits = [distinct_logits[tuple(q.no_image_ids + q.answer_ids[:-1])] for q in inputs]
+    radii = len(settings.blur_radii)
+    vl_tokens = radii * sum(len(g.prefix_ids) - 1 + num_patches for g in groups) + sum(
+        sum(map(len, q.rephrased_suffixes)) + radii * len(q.suffix_ids) for q in inputs if q.rephrased_suffixes)
+    with _phase(clock, "D_vl_uncertainty", vl_tokens):
+        vl_fields = _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids,
+                                         no_ids, eos_token_id)
 
+    with _phase(clock, "E_scores"):
+        return _fields(model, inputs, image_of, starts, step_logits, attention, states, image_states, masked_logits,
+                       no_image_logits, vl_fields, settings, count, yes_ids, no_ids)
+
+
+def _fields(model, inputs, image_of, starts, step_logits, attention, states, image_states, masked_logits,
+            no_image_logits, vl_fields, settings, count, yes_ids, no_ids) -> list[dict]:
+    """Each question's `baseline_probes` field from the batch's passes."""
+    last = model.config.text_config.num_hidden_layers
     lens = _LogitLens(model, image_states)
     entropies, masked_entropies, no_image_entropies = (_entropies_per_question(x) for x in
                                                        (step_logits, masked_logits, no_image_logits))
