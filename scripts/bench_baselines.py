@@ -70,6 +70,23 @@ def forward_floor(model, tokens_per_row: int, device, rows: int = 64, repeats: i
     return {"rows": rows, "tokens_per_row": tokens_per_row, "tokens_per_s": repeats * rows * tokens_per_row / seconds}
 
 
+def write_profile(run, device, path: str) -> None:
+    """torch.profiler's tables of one run: by device time, and by host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, record_shapes=False) as profiler:
+        run()
+        synchronize(device)
+    averages = profiler.key_averages()
+    with open(path, "w") as f:
+        if device.type == "cuda":
+            f.write(averages.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=70))
+        f.write("\n")
+        f.write(averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=70))
+    print(f"profile: {path}")
+
+
 def first_images(questions: list[dict], count: int | None) -> list[dict]:
     images = list(dict.fromkeys(q["image"] for q in questions))
     keep = set(images[:count]) if count else set(images)
@@ -97,6 +114,10 @@ def main(argv=None) -> None:
     parser.add_argument("--floor-tokens", type=int, default=0,
                         help="with --phases: also time a plain causal forward of 64 rows of this many tokens "
                              "(the model's throughput without masks, trees or captures)")
+    parser.add_argument("--profile-batches", type=int, default=0,
+                        help="also run torch.profiler over this many baseline batches and write its tables "
+                             "beside --output-json")
+    parser.add_argument("--workers", type=int, default=None, help="image loaders (default: 4 on CUDA, 0 on CPU)")
     args = parser.parse_args(argv)
     if args.tiny:
         for key, value in DEMO.items():
@@ -111,7 +132,7 @@ def main(argv=None) -> None:
     questions = first_images(read_jsonl(args.question_file), args.num_images)
     yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
     eos = tokenizer.eos_token_id
-    workers = 4 if device.type == "cuda" else 0
+    workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
     settings = SamplingSettings(num_samples=args.num_samples, temperature=1.0, max_new_tokens=128)
     variants = tuple(v for v in args.image_variants.split(",") if v)
     pass_args = baseline_probes.build_parser().parse_args(
@@ -159,6 +180,9 @@ def main(argv=None) -> None:
         seconds["stage1_with_variants"] = timed(lambda: stage1(variants), device)
     # with --phases the device is synchronised around each phase (a few times per batch)
     seconds["baselines"] = timed(lambda: baselines(clock=clock), device)
+    if args.profile_batches and args.output_json:
+        write_profile(lambda: baselines(baseline_planned[: args.profile_batches]), device,
+                      os.path.splitext(args.output_json)[0] + "_profile.txt")
     n = len(questions)
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -62,6 +62,7 @@ batch_args=()
 baseline_args=()
 [ -n "$VAUQ_SETTING" ] && baseline_args+=(--vauq-setting "$VAUQ_SETTING")
 [ -n "$VL_SETTING" ] && baseline_args+=(--vl-setting "$VL_SETTING")
+baseline_args+=(--vl-blur-only-ablation)  # our ablation beside the published detectors (docs/baselines.md)
 # stage 1 resumes by question_id: rerunning after a crash continues
 "$PYTHON" -m semantic_entropy.model_vqa_loader \
     --model-path "$MODEL_PATH" "${vision_args[@]}" \

@@ -85,6 +85,9 @@ def build_parser():
     parser.add_argument("--vl-temperature", type=float, default=None,
                         help="VL-Uncertainty's sampling temperature; None = the setting's")
     parser.add_argument("--seed", type=int, default=0, help="base seed of VL-Uncertainty's draws (per question)")
+    parser.add_argument("--vl-blur-only-ablation", action="store_true",
+                        help="also ask each question in its own wording on the blurred images (our ablation, "
+                             "not a published detector; measure vl_uncertainty_blur_only_expected)")
     return parser
 
 
@@ -100,6 +103,7 @@ def settings_from_args(args, num_layers: int) -> BaselineSettings:
         blur_radii=tuple(args.vl_blur_radii) if args.vl_blur_radii is not None else blur_radii,
         vl_temperature=args.vl_temperature if args.vl_temperature is not None else temperature,
         seed=args.seed,
+        vl_blur_only_ablation=args.vl_blur_only_ablation,
     )
     vauq.hidden_patch_count(settings.vauq_mask_ratio, 576)  # checks the ratio
     if settings.vl_temperature <= 0:
@@ -114,7 +118,7 @@ def main(argv=None) -> None:
                      vauq_setting=args.vauq_setting, vauq_mask_ratio=args.vauq_mask_ratio, vauq_alpha=args.vauq_alpha,
                      vauq_layers=args.vauq_layers, svar_layers=args.svar_layers, glsim_top_k=args.glsim_top_k,
                      vl_setting=args.vl_setting, vl_blur_radii=args.vl_blur_radii and list(args.vl_blur_radii), vl_temperature=args.vl_temperature,
-                     seed=args.seed,
+                     seed=args.seed, vl_blur_only_ablation=args.vl_blur_only_ablation,
                      vl_rephrasings=list(vl_uncertainty.REPHRASINGS))
     with open_pass(args, spec) as (output, records):
         tokenizer, model, image_processor, _ = load_model_from_args(args)

@@ -40,7 +40,8 @@ def probed(tiny_checkpoints, tmp_path_factory):
                  "--max_new_tokens", "3", "--num-samples", "3"])
     flags = [*common, "--image-folder", str(tiny_checkpoints.images), "--generations-file",
              str(out / "a.generations.jsonl"), "--vauq-setting", "MMVet", "--vl-setting", "MMMU"]
-    baseline_probes.main([*flags, "--output-file", str(out / "batched.jsonl"), "--batch-size", "3"])
+    baseline_probes.main([*flags, "--output-file", str(out / "batched.jsonl"), "--batch-size", "3",
+                          "--vl-blur-only-ablation"])
     baseline_probes.main([*flags, "--output-file", str(out / "single.jsonl"), "--batch-size", "1"])
     return out, read_jsonl(str(out / "a.generations.jsonl")), read_jsonl(str(out / "batched.jsonl"))
 
@@ -234,6 +235,10 @@ def test_vl_uncertainty_reproduces_blurred_rephrased_pairs(probed, tiny_checkpoi
         return float(p[yes].sum()), float(p[no].sum()), 1 - float(p[yes].sum()) - float(p[no].sum())
 
     masses = [pair_masses(r, q) for r, q in zip(radii, vl_uncertainty.rephrased_questions(record["prompt"]))]
+    # the blur-only ablation is asked for in the batched run only
+    single = read_jsonl(str(probed[0] / "single.jsonl"))[1]["baseline_probes"]["vl_uncertainty"]
+    assert "image_only_cluster_masses" not in single
+    assert [x for m in single["cluster_masses"] for x in m] == pytest.approx([x for m in masses for x in m], abs=1e-5)
     image_only = [pair_masses(r, record["prompt"]) for r in radii]
     fields = record["baseline_probes"]["vl_uncertainty"]
     assert (fields["blur_radii"], fields["temperature"]) == (list(radii), temperature)
@@ -318,6 +323,11 @@ def test_fields_do_not_depend_on_the_batch_and_feed_stage_2(probed):
     scores = read_jsonl(str(out / "u.jsonl"))
     assert set(BASELINE_MEASURES) <= set(scores[0]["scores"])
     assert all(set(BASELINE_MEASURES) - VL_MEASURES <= set(s["scores"]) for s in scores)
+    # without --vl-blur-only-ablation its measure is unavailable and nothing else is lost
+    assert compute_se_myself.main(["--generations-file", str(out / "single.jsonl"),
+                                   "--output-file", str(out / "u_single.jsonl")]) == 0
+    names = [set(s["scores"]) for s in read_jsonl(str(out / "u_single.jsonl"))]
+    assert all(n == set(s["scores"]) - {"vl_uncertainty_blur_only_expected"} for n, s in zip(names, scores))
 
 
 class ForwardCounter:

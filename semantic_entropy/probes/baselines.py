@@ -13,8 +13,8 @@ B. VAUQ's hidden image tokens: one row per question, its prompt and answer with 
 C. no image: one row per distinct text (the prompt without its image and the answer), at most Q
    rows (the no-image prior's first step and the no-image VAUQ variant's H).
 D. VL-Uncertainty: one prefill of each image under each of the R blur radii (R * G rows), then
-   one tree step with each question's R rephrasings, the r-th on the r-th blurred image, and
-   (the blur-only ablation) its own wording on each blurred image.
+   one tree step with each question's R rephrasings, the r-th on the r-th blurred image, and,
+   when the blur-only ablation is asked for, its own wording on each blurred image.
 
 Vision: the G images once, their R * G blurred versions once.
 """
@@ -47,6 +47,9 @@ class BaselineSettings:
     blur_radii: tuple[float, ...]
     vl_temperature: float
     seed: int
+    # Our ablation, not a published detector: each question's own wording on the blurred images
+    # too (one more tree branch per radius).
+    vl_blur_only_ablation: bool = False
 
 
 @dataclass
@@ -194,20 +197,23 @@ def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, 
     prefixes = [torch.tensor(g.prefix_ids) for _ in range(radii) for g in groups]
     embeds, mask, positions = model.embed_multimodal(prefixes, features)
     # per question: its R rephrasings, then (the blur-only ablation) its own wording, on the R blurred images
+    parts = 2 if settings.vl_blur_only_ablation else 1
     suffixes = [(r * len(groups) + image_of[i], ids) for i in wanted
-                for ids_per_radius in (inputs[i].rephrased_suffixes, [inputs[i].suffix_ids] * radii)
+                for ids_per_radius in (inputs[i].rephrased_suffixes, [inputs[i].suffix_ids] * radii)[:parts]
                 for r, ids in enumerate(ids_per_radius)]
-    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (2 R |wanted|, V)
-    all_masses = vl_uncertainty.cluster_masses(probs, yes_ids, no_ids, settings.vl_temperature)  # (2 R |wanted|, 3)
+    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (P R |wanted|, V)
+    all_masses = vl_uncertainty.cluster_masses(probs, yes_ids, no_ids, settings.vl_temperature)  # (P R |wanted|, 3)
     fields = {}
     for k, i in enumerate(wanted):
-        masses, image_only = (all_masses[(2 * k + part) * radii : (2 * k + part + 1) * radii] for part in (0, 1))
+        masses, *image_only = (all_masses[(parts * k + part) * radii : (parts * k + part + 1) * radii]
+                               for part in range(parts))
         generator = torch.Generator().manual_seed(hash_seed(settings.seed, f"vl-uncertainty:{inputs[i].question_id}"))
         uniforms = torch.rand(radii, generator=generator, dtype=torch.float64).tolist()
         fields[i] = {"temperature": settings.vl_temperature, "blur_radii": list(settings.blur_radii),
                      "cluster_masses": [list(m) for m in masses],
-                     "answers": vl_uncertainty.draw_clusters(masses, uniforms),
-                     "image_only_cluster_masses": [list(m) for m in image_only]}
+                     "answers": vl_uncertainty.draw_clusters(masses, uniforms)}
+        if image_only:
+            fields[i]["image_only_cluster_masses"] = [list(m) for m in image_only[0]]
     return fields
 
 
@@ -255,7 +261,8 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
     no_image_logits = [distinct_logits[tuple(q.no_image_ids + q.answer_ids[:-1])] for q in inputs]
     radii = len(settings.blur_radii)
     vl_tokens = radii * sum(len(g.prefix_ids) - 1 + num_patches for g in groups) + sum(
-        sum(map(len, q.rephrased_suffixes)) + radii * len(q.suffix_ids) for q in inputs if q.rephrased_suffixes)
+        sum(map(len, q.rephrased_suffixes)) + settings.vl_blur_only_ablation * radii * len(q.suffix_ids)
+        for q in inputs if q.rephrased_suffixes)
     with _phase(clock, "D_vl_uncertainty", vl_tokens):
         vl_fields = _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids,
                                          no_ids, eos_token_id)

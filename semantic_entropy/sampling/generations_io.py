@@ -60,6 +60,7 @@ ANSWER_IMAGE_ATTENTION = "answer_image_attention"
 GLSIM_SIMILARITIES = "glsim_similarities"
 NO_IMAGE_YES_NO_MASS = "no_image_yes_no_mass"
 VL_UNCERTAINTY_PAIRS = "vl_uncertainty_pairs"
+VL_BLUR_ONLY_PAIRS = "vl_blur_only_pairs"  # baseline_probes --vl-blur-only-ablation
 
 
 def image_variant_field(variant: str) -> str:
@@ -305,6 +306,8 @@ class BaselineProbes:
             fields.add(NO_IMAGE_YES_NO_MASS)
         if self.vl_answers is not None:
             fields.add(VL_UNCERTAINTY_PAIRS)
+        if self.vl_image_only_masses is not None:
+            fields.add(VL_BLUR_ONLY_PAIRS)
         return fields
 
 
@@ -346,13 +349,15 @@ def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
                  _number(g["local"], "baseline_probes.glsim.local", fail))
     masses = answers = image_only = None
     if raw["vl_uncertainty"] is not None:
-        v = _object(raw["vl_uncertainty"], "baseline_probes.vl_uncertainty", fail,
-                    ("cluster_masses", "answers", "image_only_cluster_masses"))
+        v = _object(raw["vl_uncertainty"], "baseline_probes.vl_uncertainty", fail, ("cluster_masses", "answers"))
+        # image_only_cluster_masses: the blur-only ablation, present when the pass was asked for it
         masses, image_only = (tuple(tuple(_number_list(m, f"baseline_probes.vl_uncertainty.{key}[]", fail))
-                                    for m in v[key]) for key in ("cluster_masses", "image_only_cluster_masses"))
+                                    for m in v[key]) if key in v else None
+                              for key in ("cluster_masses", "image_only_cluster_masses"))
         answers = v["answers"]
-        if (any(len(m) != 3 for m in masses + image_only) or not isinstance(answers, list) or not answers
-                or not len(answers) == len(masses) == len(image_only) or not all(isinstance(a, str) for a in answers)):
+        if (any(len(m) != 3 for m in masses + (image_only or ())) or not isinstance(answers, list) or not answers
+                or not len(answers) == len(masses) == len(image_only or masses)
+                or not all(isinstance(a, str) for a in answers)):
             fail("baseline_probes.vl_uncertainty needs one [yes, no, other] mass (each wording) and one answer per pair")
         answers = tuple(answers)
     return BaselineProbes(

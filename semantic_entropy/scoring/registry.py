@@ -229,7 +229,8 @@ def baseline_measures() -> tuple[Measure, ...]:
     blur-only ablation), the no-image prior's entropy and the Post-Hoc-Debias entropy against it."""
     from semantic_entropy.probes import attention_ratio, glsim, no_image_prior, vauq, vl_uncertainty
     from semantic_entropy.sampling.generations_io import (ANSWER_IMAGE_ATTENTION, GLSIM_SIMILARITIES,
-                                                          NO_IMAGE_YES_NO_MASS, VAUQ_ENTROPIES, VL_UNCERTAINTY_PAIRS)
+                                                          NO_IMAGE_YES_NO_MASS, VAUQ_ENTROPIES, VL_BLUR_ONLY_PAIRS,
+                                                          VL_UNCERTAINTY_PAIRS)
 
     return (
         Measure(
@@ -266,7 +267,7 @@ def baseline_measures() -> tuple[Measure, ...]:
             "vl_uncertainty's expectation over the draws (exact, no sampling noise)",
         ),
         Measure(
-            "vl_uncertainty_blur_only_expected", frozenset({VL_UNCERTAINTY_PAIRS}), USES_NOTHING,
+            "vl_uncertainty_blur_only_expected", frozenset({VL_BLUR_ONLY_PAIRS}), USES_NOTHING,
             lambda x: vl_uncertainty.expected_discrete_entropy_bits(_baselines(x).vl_image_only_masses),
             "ablation: vl_uncertainty_expected with the question unreworded (the blurred images alone)",
         ),
