@@ -179,7 +179,10 @@ def main(argv=None) -> None:
     if variants:
         seconds["stage1_with_variants"] = timed(lambda: stage1(variants), device)
     # with --phases the device is synchronised around each phase (a few times per batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     seconds["baselines"] = timed(lambda: baselines(clock=clock), device)
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     if args.profile_batches and args.output_json:
         write_profile(lambda: baselines(baseline_planned[: args.profile_batches]), device,
                       os.path.splitext(args.output_json)[0] + "_profile.txt")
@@ -195,6 +198,7 @@ def main(argv=None) -> None:
                      "vauq_mask_ratio": baseline_settings.vauq_mask_ratio,
                      "blur_radii": list(baseline_settings.blur_radii)},
         "seconds": seconds,
+        "baselines_peak_gib": peak_gib,
         "questions_per_s": {k: n / v for k, v in seconds.items()},
         "baselines / stage1": seconds["baselines"] / seconds["stage1"],
     }
@@ -216,7 +220,8 @@ def main(argv=None) -> None:
                   f"{report['forward_floor']['tokens_per_s']:.0f} tokens/s")
     for name, value in seconds.items():
         print(f"{name:22s} {value:8.2f} s  {n / value:8.1f} q/s")
-    print(f"baselines / stage 1: {report['baselines / stage1']:.2f}x")
+    print(f"baselines / stage 1: {report['baselines / stage1']:.2f}x"
+          + (f"; the pass's peak memory {peak_gib:.1f} GiB" if peak_gib is not None else ""))
     if variants:
         print(f"baselines / stage 1 with --image-variants {','.join(variants)}: "
               f"{report['baselines / stage1_with_variants']:.2f}x")

@@ -57,7 +57,8 @@ def pad_rows(rows):
 
 @torch.inference_mode()
 def answer_step_logits(model, rows, answer_lengths: list[int]) -> list[torch.Tensor]:
-    """One forward over the rows; row i's last `answer_lengths[i]` positions' logits, (n_i, V) float32.
+    """One forward over the rows; row i's last `answer_lengths[i]` positions' logits, (n_i, V) float32
+    on the model's device.
 
     Each row ends with its answer's tokens but the last, so those positions predict the answer's
     tokens one by one (the first from the prompt's last position).
@@ -66,4 +67,4 @@ def answer_step_logits(model, rows, answer_lengths: list[int]) -> list[torch.Ten
     keep = max(answer_lengths)
     out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
     logits = out.logits  # (B, keep, V)
-    return [masked_logits(model, logits[i, keep - n :]).cpu() for i, n in enumerate(answer_lengths)]
+    return [masked_logits(model, logits[i, keep - n :]) for i, n in enumerate(answer_lengths)]

@@ -34,7 +34,7 @@ from semantic_entropy.probes import glsim, vauq, vl_uncertainty
 from semantic_entropy.probes.answer_rows import answer_step_logits, image_row, text_row
 from semantic_entropy.probes.row_capture import QueryRowCollector, hidden_state_capture, row_capture
 from semantic_entropy.sampling.prefix_groups import Group
-from semantic_entropy.sampling.sampler import Branch, BranchTree, first_token_probs_shared_prefix
+from semantic_entropy.sampling.sampler import Branch, BranchTree, first_token_logits_shared_prefix
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,18 @@ def _branch_starts(rows: list[int], lengths: list[int]) -> list[int]:
     return starts
 
 
-def _yes_no(probs: torch.Tensor, yes_ids, no_ids) -> dict:
-    return {"yes_mass": float(probs[yes_ids].sum()), "no_mass": float(probs[no_ids].sum())}
+def _first_step_yes_no(step_logits: list[torch.Tensor], yes_ids, no_ids) -> list[dict]:
+    """Yes and no mass of each question's first answer step, from its (n_i, V) logits, in one go.
+
+    >>> inf = float("inf")
+    >>> _first_step_yes_no([torch.zeros(1, 4), torch.tensor([[0.0, -inf, 0.0, -inf], [1.0, 2.0, 3.0, 4.0]])],
+    ...                    [0], [1, 2])
+    [{'yes_mass': 0.25, 'no_mass': 0.5}, {'yes_mass': 0.5, 'no_mass': 0.5}]
+    """
+    first = torch.stack([x[0] for x in step_logits]).softmax(dim=-1)  # (Q, V)
+    index = torch.tensor(yes_ids, device=first.device), torch.tensor(no_ids, device=first.device)
+    yes, no = (first.index_select(1, i).sum(dim=-1).tolist() for i in index)
+    return [{"yes_mass": y, "no_mass": n} for y, n in zip(yes, no)]
 
 
 def _entropies_per_question(step_logits: list[torch.Tensor]) -> list[list[float]]:
@@ -132,7 +142,7 @@ def _entropies_per_question(step_logits: list[torch.Tensor]) -> list[list[float]
 
 @torch.inference_mode()
 def _real_image_pass(model, groups, features, inputs, image_of, eos_token_id):
-    """Pass A: (answer-step logits per question, (S, L, N) attention of the chosen rows, hidden
+    """Pass A: (answer-step logits per question (n, V) on the device, (S, L, N) attention of the chosen rows, hidden
     states of the tree step {L-1, L}: (G, W, D), image states at the last layer (G, N, D), starts)."""
     num_layers = model.config.text_config.num_hidden_layers
     if num_layers < 2:
@@ -163,27 +173,34 @@ def _real_image_pass(model, groups, features, inputs, image_of, eos_token_id):
             collector.active = False
         states = {layer: hidden[layer] for layer in (num_layers - 1, num_layers)}  # (G, W, D)
     assert [c[0] - mask.shape[1] for c in columns] == starts, "branch layout differs from BranchTree's"
-    step_logits = [keeper.logits[row, start + len(q.suffix_ids) - 1 : start + len(t) - 1].float().cpu()
-                   for q, t, start, row in zip(inputs, tokens, starts, image_of)]  # (n, V) each
+    step_logits = [keeper.logits[row, start + len(q.suffix_ids) - 1 : start + len(t) - 1]
+                   for q, t, start, row in zip(inputs, tokens, starts, image_of)]  # (n, V) float32 each, on the device
     return step_logits, collector.image_attention(), states, image_states, starts
 
 
-class _LogitLens:
-    """Logit-lens log-probabilities of tokens at an image's positions (last layer); the
-    normaliser over the vocabulary is computed once per image."""
+def _glsim_similarities(model, states, image_states, rows: list[int], prompt_last: list[int],
+                        object_last: list[int], tokens: list[int], top_k: int) -> tuple[list[float], list[float]]:
+    """GLSim's global and local similarity of a batch's questions (`glsim.cosine` and
+    `glsim.local_similarity` of each, computed together).
 
-    def __init__(self, model, image_states: torch.Tensor):
-        self.model, self.image_states = model, image_states  # (G, N, D)
-        self.normalisers: dict[int, torch.Tensor] = {}
-
-    def log_probs(self, row: int, token_id: int) -> torch.Tensor:
-        """(N,) log softmax(lm_head(h_L(p)))[token_id] over image row `row`'s positions p."""
-        states = self.image_states[row]  # (N, D)
-        if row not in self.normalisers:
-            logits = self.model.lm_head(states).float()[:, : self.model.scored_vocab_size]  # (N, V)
-            self.normalisers[row] = torch.logsumexp(logits, dim=-1)  # (N,)
-        token_logits = (states @ self.model.lm_head.weight[token_id]).float()  # (N,)
-        return token_logits - self.normalisers[row]
+    states: {L-1, L: (G, W, D)} the tree step's hidden states; image_states (G, N, D) the image at
+    the last layer; per question: its image row, the tree columns of the prompt's last token and of
+    the object's last token, and the object's token id.
+    """
+    last = model.config.text_config.num_hidden_layers
+    device = image_states.device
+    row, prompt_col, object_col = (torch.tensor(x, device=device) for x in (rows, prompt_last, object_last))
+    # logit lens: log softmax(lm_head(h_L(p)))[token] at each image position p; normaliser once per image
+    normalisers = torch.stack([torch.logsumexp(model.lm_head(image).float()[:, : model.scored_vocab_size], dim=-1)
+                               for image in image_states])  # (G, N)
+    token_rows = model.lm_head.weight[torch.tensor(tokens, device=device)]  # (Q, D)
+    token_logits = torch.einsum("qnd,qd->qn", image_states[row], token_rows).float()  # (Q, N)
+    log_probs = token_logits - normalisers[row]  # (Q, N)
+    top = log_probs.topk(min(top_k, log_probs.shape[1]), dim=-1).indices  # (Q, K)
+    object_states = states[last - 1][row, object_col]  # (Q, D)
+    local = glsim.cosine(object_states[:, None, :], image_states[row[:, None], top]).mean(dim=-1)  # (Q,)
+    global_ = glsim.cosine(states[last - 1][row, prompt_col], states[last][row, object_col])  # (Q,)
+    return global_.tolist(), local.tolist()
 
 
 def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, settings, yes_ids, no_ids,
@@ -201,7 +218,8 @@ def _vl_uncertainty_pass(model, groups, blurred_pixel_values, inputs, image_of, 
     suffixes = [(r * len(groups) + image_of[i], ids) for i in wanted
                 for ids_per_radius in (inputs[i].rephrased_suffixes, [inputs[i].suffix_ids] * radii)[:parts]
                 for r, ids in enumerate(ids_per_radius)]
-    probs = first_token_probs_shared_prefix(model, embeds, mask, positions, suffixes, eos_token_id)  # (P R |wanted|, V)
+    probs = first_token_logits_shared_prefix(model, embeds, mask, positions, suffixes,
+                                             eos_token_id).softmax(dim=-1)  # (P R |wanted|, V), on the device
     all_masses = vl_uncertainty.cluster_masses(probs, yes_ids, no_ids, settings.vl_temperature)  # (P R |wanted|, 3)
     fields = {}
     for k, i in enumerate(wanted):
@@ -274,36 +292,36 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
 
 def _fields(model, inputs, image_of, starts, step_logits, attention, states, image_states, masked_logits,
             no_image_logits, vl_fields, settings, count, yes_ids, no_ids) -> list[dict]:
-    """Each question's `baseline_probes` field from the batch's passes."""
-    last = model.config.text_config.num_hidden_layers
-    lens = _LogitLens(model, image_states)
+    """Each question's `baseline_probes` field from the batch's passes (reduced on the device,
+    moved to the host once per kind)."""
     entropies, masked_entropies, no_image_entropies = (_entropies_per_question(x) for x in
                                                        (step_logits, masked_logits, no_image_logits))
+    real_masses = _first_step_yes_no(step_logits, yes_ids, no_ids)
+    no_image_masses = _first_step_yes_no(no_image_logits, yes_ids, no_ids)
+    on_template = [i for i, q in enumerate(inputs) if q.object_tokens is not None]
+    glsim_fields = {}
+    if on_template:
+        similarities = _glsim_similarities(
+            model, states, image_states, [image_of[i] for i in on_template],
+            [starts[i] + len(inputs[i].suffix_ids) - 1 for i in on_template],
+            [starts[i] + inputs[i].object_tokens[1] for i in on_template],
+            [inputs[i].object_tokens[2] for i in on_template], settings.glsim_top_k)
+        glsim_fields = {i: {"global": g, "local": local, "object_token_id": inputs[i].object_tokens[2],
+                            "top_k": settings.glsim_top_k} for i, g, local in zip(on_template, *similarities)}
     results, selected = [], 0
-    for i, (q, row, start) in enumerate(zip(inputs, image_of, starts)):
+    for i, q in enumerate(inputs):
         first_row = attention[selected]  # (L, N): the first answer token's query
         selected += 1 + len(q.answer_ids)
-        glsim_fields = None
-        if q.object_tokens is not None:
-            _, object_last, token = q.object_tokens
-            prompt_last = start + len(q.suffix_ids) - 1
-            log_probs = lens.log_probs(row, token)  # (N,)
-            glsim_fields = {
-                "global": float(glsim.cosine(states[last - 1][row, prompt_last], states[last][row, start + object_last])),
-                "local": glsim.local_similarity(states[last - 1][row, start + object_last], image_states[row], log_probs,
-                                                settings.glsim_top_k),
-                "object_token_id": token, "top_k": settings.glsim_top_k,
-            }
         results.append({
-            "real_first_token": _yes_no(step_logits[i][0].softmax(dim=-1), yes_ids, no_ids),
+            "real_first_token": real_masses[i],
             "vauq": {"mask_ratio": settings.vauq_mask_ratio, "alpha": settings.vauq_alpha,
                      "layers": list(settings.vauq_layers), "hidden_patches": count,
                      "entropies": entropies[i], "masked_entropies": masked_entropies[i],
                      "no_image_entropies": no_image_entropies[i]},
             "attention_ratio": {"layer_image_shares": first_row.sum(dim=-1).tolist(),
                                 "layers": list(settings.svar_layers)},
-            "glsim": glsim_fields,
-            "no_image": _yes_no(no_image_logits[i][0].softmax(dim=-1), yes_ids, no_ids),
+            "glsim": glsim_fields.get(i),
+            "no_image": no_image_masses[i],
             "vl_uncertainty": vl_fields.get(i),
         })
     return results

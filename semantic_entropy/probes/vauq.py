@@ -44,7 +44,7 @@ def step_entropies_bits(logits: torch.Tensor) -> list[float]:
     """
     log_p = torch.log_softmax(logits.double(), dim=-1)  # (n, V)
     entropy = -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum(dim=-1) / math.log(2)
-    return [float(h) if h > 0 else 0.0 for h in entropy]
+    return [h if h > 0 else 0.0 for h in entropy.tolist()]  # one transfer from the device
 
 
 def hidden_patch_count(ratio: float, num_patches: int) -> int:

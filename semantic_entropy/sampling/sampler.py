@@ -320,14 +320,24 @@ def _assemble(finished: list[_Path], first_probs: torch.Tensor, eos_token_id: in
     return QuestionResult(answer(greedy[0]), samples, first_probs, distinct)
 
 
+def first_token_logits_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions,
+                                     suffixes: list[tuple[int, list[int]]], eos_token_id: int) -> torch.Tensor:
+    """(Nq, V) masked first-answer-token logits, on the model's device, of questions sharing a prefix.
+
+    Arguments as `sample_shared_prefix`: one prefill per prefix row, one tree step for all
+    suffixes, nothing sampled or decoded.
+    """
+    runner = StepRunner(model, prefix_embeds, prefix_mask, prefix_positions)
+    tree = BranchTree(runner, prefix_mask, eos_token_id)
+    next_position = runner.next_position.tolist()
+    branches = [Branch(row, ids, list(range(next_position[row], next_position[row] + len(ids))), [])
+                for row, ids in suffixes]
+    return tree.feed(branches)[0]
+
+
 def first_token_probs_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions,
                                     suffixes: list[tuple[int, list[int]]], eos_token_id: int) -> torch.Tensor:
-    """(Nq, V) first-answer-token probabilities of questions sharing a prefix (no sampling, no decoding).
-
-    Arguments as `sample_shared_prefix`: one prefill per prefix row, one tree step for all suffixes.
-    """
-    settings = SamplingSettings(num_samples=0, max_new_tokens=1)
-    generators = [torch.Generator() for _ in suffixes]  # unused: nothing is sampled
-    results = sample_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, suffixes, generators,
-                                   settings, eos_token_id)
-    return torch.stack([r.first_token_probs for r in results])
+    """(Nq, V) first-answer-token probabilities on the CPU: `first_token_logits_shared_prefix`'s,
+    softmaxed as `sample_shared_prefix` reports them."""
+    return first_token_logits_shared_prefix(model, prefix_embeds, prefix_mask, prefix_positions, suffixes,
+                                            eos_token_id).softmax(dim=-1).cpu()
