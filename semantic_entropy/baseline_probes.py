@@ -17,10 +17,11 @@ settings):
 - `vl_uncertainty`: the yes/no/other mass at the sampling temperature for each blurred-image x
   rephrased-question pair, and one drawn answer per pair (arXiv 2411.11919).
 
-Cost per batch of G images and Q questions: six language-model calls (two prefix-shared
+Cost per batch of G images and Q questions: seven language-model calls (two prefix-shared
 prefills with their tree steps: the real image with the answers, and the R blurred images
-with the rephrasings; one row per question with its most attended image tokens left out; one
-text-only row per question) and two vision calls (see `semantic_entropy.probes.baselines`).
+with the rephrasings; the text before the image once, then one row per question with its most
+attended image tokens left out; one text-only row per distinct question text) and two vision
+calls (see `semantic_entropy.probes.baselines`).
 Resumable; records keep their earlier fields.
 """
 

@@ -353,7 +353,7 @@ class ForwardCounter:
         model.forward, model.encode_images = counted, counted_encode
 
 
-def test_cost_per_batch_is_six_language_calls_and_two_vision_calls(tiny_checkpoints):
+def test_cost_per_batch_is_seven_language_calls_and_two_vision_calls(tiny_checkpoints):
     tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     yes, no = yes_no_token_ids(tokenizer, model.scored_vocab_size)
     texts = ["Is there a red circle in the image?", "What colour is the triangle?", "Is there a dog in the imange?"]
@@ -370,9 +370,10 @@ def test_cost_per_batch_is_six_language_calls_and_two_vision_calls(tiny_checkpoi
     counter = ForwardCounter(model)
     fields = library.baseline_batch(model, groups, torch.zeros(2, 3, 336, 336), torch.zeros(10, 3, 336, 336), inputs,
                                     settings, yes, no, tokenizer.eos_token_id)
-    # prefills: the 2 image prefixes, 3 rows with hidden image tokens, 3 text-only rows, 5 x 2 blurred prefixes;
-    # tree steps: one per prefix-shared prefill; vision: the images once, their blurred versions once
-    assert counter.prefills == [2, 3, 3, 10] and counter.steps == [2, 10] and counter.vision == [2, 10]
+    # prefills: the 2 image prefixes, the text before the image once, 3 rows with hidden image tokens after it,
+    # 3 text-only rows, 5 x 2 blurred prefixes; tree steps: one per prefix-shared prefill; vision: the images
+    # once, their blurred versions once
+    assert counter.prefills == [2, 1, 3, 3, 10] and counter.steps == [2, 10] and counter.vision == [2, 10]
     assert [f["vl_uncertainty"] is None for f in fields] == [False, True, False]
 
 
@@ -420,9 +421,35 @@ def test_the_no_image_rows_run_once_per_distinct_text(tiny_checkpoints):
     pixels = torch.rand(3, 3, 336, 336, generator=torch.Generator().manual_seed(0))
     fields = library.baseline_batch(model, groups, pixels, pixels.repeat(5, 1, 1, 1), inputs, settings, yes, no,
                                     tokenizer.eos_token_id)
-    assert counter.prefills[2] == 2  # two distinct answers, three questions
+    assert counter.prefills[3] == 2  # two distinct answers, three questions
     steps = [f["vauq"]["no_image_entropies"] for f in fields]  # per answer step
     assert steps[0] == steps[1] and steps[0][0] == steps[2][0] and steps[0][1] != steps[2][1]
     assert fields[0]["no_image"] == fields[1]["no_image"] == fields[2]["no_image"]  # the first step
     # the real-image fields still differ per image
     assert fields[0]["real_first_token"] != fields[1]["real_first_token"]
+
+
+def test_rows_after_a_shared_prefix_equal_whole_rows(tiny_checkpoints):
+    """Pass B runs the text before the image once; rows of other lengths (padding between that
+    prefix and their own tokens) give the logits their whole rows give."""
+    from semantic_entropy.probes.answer_rows import (answer_step_logits, answer_step_logits_after_prefix,
+                                                     hidden_image_rows, image_row)
+
+    tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
+    images = [Image.open(tiny_checkpoints.images / name).convert("RGB") for name in ("img_0.png", "img_1.png")]
+    features = model.encode_images(process_images(images, processor, model.config))  # (2, N, D)
+    texts = ["Is there a red circle in the image?", "Is there a blue square in the image? Answer briefly.",
+             "Is there a dog in the imange?"]
+    ids = [tokenizer_image_token(build_prompt(t, "vicuna_v1"), tokenizer) for t in texts]
+    answers, image_of = [[5, 7], [6], [5, 9, 2]], [0, 1, 1]
+    slot = ids[0].index(-200)
+    generator = torch.Generator().manual_seed(0)
+    kept = torch.stack([torch.randperm(576, generator=generator)[:400].sort().values for _ in texts])  # (3, 400)
+    whole = answer_step_logits(model, [image_row(model, i + a[:-1], features[g], k)
+                                       for i, a, g, k in zip(ids, answers, image_of, kept)], [len(a) for a in answers])
+    rows = hidden_image_rows(model, features, image_of, kept, slot,
+                             [i[slot + 1 :] + a[:-1] for i, a in zip(ids, answers)])
+    shared = answer_step_logits_after_prefix(model, ids[0][:slot], rows, [len(a) for a in answers])
+    assert len({len(e) for e, _ in rows}) > 1  # padding sits between the prefix and the shorter rows
+    for a, b in zip(whole, shared):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)

@@ -68,3 +68,53 @@ def answer_step_logits(model, rows, answer_lengths: list[int]) -> list[torch.Ten
     out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
     logits = out.logits  # (B, keep, V)
     return [masked_logits(model, logits[i, keep - n :]) for i, n in enumerate(answer_lengths)]
+
+
+@torch.inference_mode()
+def answer_step_logits_after_prefix(model, prefix_ids: list[int], rows,
+                                    answer_lengths: list[int]) -> list[torch.Tensor]:
+    """`answer_step_logits` of rows that all begin with the text `prefix_ids` (the system prompt
+    before the image), given without it: the prefix is run once and its KV cache serves every row.
+
+    rows: (embeds (T_i, D), positions (T_i,)) of what follows the prefix, positions counted from
+    the prefix's start (it holds positions 0..P-1). Returns row i's (n_i, V) float32 logits.
+    """
+    from transformers import DynamicCache
+
+    device = model.device
+    cache = DynamicCache()
+    prefix = model.get_input_embeddings()(torch.tensor(prefix_ids, device=device))[None]  # (1, P, D)
+    model(inputs_embeds=prefix, position_ids=torch.arange(len(prefix_ids), device=device)[None], use_cache=True,
+          logits_to_keep=1, **{model.cache_kwarg(): cache})
+    cache.reorder_cache(torch.zeros(len(rows), dtype=torch.long, device=device))  # every row reads the one prefix
+    embeds, mask, positions = pad_rows(rows)  # (B, T, D), (B, T), (B, T)
+    mask = torch.cat([mask.new_ones((len(rows), len(prefix_ids))), mask], dim=1)  # (B, P + T)
+    keep = max(answer_lengths)
+    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=keep,
+                **{model.cache_kwarg(): cache})
+    logits = out.logits  # (B, keep, V)
+    return [masked_logits(model, logits[i, keep - n :]) for i, n in enumerate(answer_lengths)]
+
+
+def hidden_image_rows(model, features: torch.Tensor, image_of: list[int], kept: torch.Tensor, slot: int,
+                      after_ids: list[list[int]]):
+    """Rows for `answer_step_logits_after_prefix`: each question's kept image tokens, then its text
+    after the image, every token at the position it has with the whole image; built with one
+    transfer to the device.
+
+    features: (G, N, D) the batch's images on the device; image_of: (Q,) each question's image;
+    kept: (Q, M) sorted image positions kept per question (CPU); slot: the image's first position;
+    after_ids: per question, its ids after the image (the question and the answer but its last token).
+    """
+    device = features.device
+    num_patches = features.shape[1]
+    kept = kept.to(device)
+    images = features[torch.tensor(image_of, device=device)[:, None], kept]  # (Q, M, D)
+    lengths = [len(ids) for ids in after_ids]
+    text = model.get_input_embeddings()(torch.tensor([t for ids in after_ids for t in ids], device=device))
+    rows = []
+    for i, words in enumerate(text.split(lengths)):  # words (L_i, D)
+        positions = torch.cat([slot + kept[i], torch.arange(slot + num_patches, slot + num_patches + lengths[i],
+                                                            device=device)])
+        rows.append((torch.cat([images[i], words]), positions))
+    return rows

@@ -1,6 +1,6 @@
 """The baseline pass's library: every published detector's inputs for a batch of image groups.
 
-Per batch of G images and Q questions, six language-model calls and two vision calls:
+Per batch of G images and Q questions, seven language-model calls and two vision calls:
 
 A. the real image, prefix-shared: one prefill of each image's prefix (G rows), then one tree
    step in which each question's own tokens and its greedy answer (teacher-forced) branch off
@@ -9,7 +9,8 @@ A. the real image, prefix-shared: one prefill of each image's prefix (G rows), t
    and the hidden states GLSim reads (the image at the last layer from the prefill; the
    prompt's last position and the object's token from the tree step).
 B. VAUQ's hidden image tokens: one row per question, its prompt and answer with its most
-   attended image tokens left out (`answer_rows`: the same as masking them), Q rows.
+   attended image tokens left out (`answer_rows`: the same as masking them), Q rows, after one
+   run of the text before the image whose KV cache they all read (1 row).
 C. no image: one row per distinct text (the prompt without its image and the answer), at most Q
    rows (the no-image prior's first step and the no-image VAUQ variant's H).
 D. VL-Uncertainty: one prefill of each image under each of the R blur radii (R * G rows), then
@@ -31,7 +32,8 @@ from llava.model.generation import StepRunner
 from llava.utils import hash_seed
 from semantic_entropy.attention.capture import prompt_layout
 from semantic_entropy.probes import glsim, vauq, vl_uncertainty
-from semantic_entropy.probes.answer_rows import answer_step_logits, image_row, text_row
+from semantic_entropy.probes.answer_rows import (answer_step_logits, answer_step_logits_after_prefix,
+                                                 hidden_image_rows, text_row)
 from semantic_entropy.probes.row_capture import QueryRowCollector, hidden_state_capture, row_capture
 from semantic_entropy.sampling.prefix_groups import Group
 from semantic_entropy.sampling.sampler import Branch, BranchTree, first_token_logits_shared_prefix
@@ -257,19 +259,14 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
     # VAUQ: rank the image tokens by the answer rows' attention, then leave the top share out.
     count = vauq.hidden_patch_count(settings.vauq_mask_ratio, num_patches)
     a, b = settings.vauq_layers
-    selected, rows = 0, []
+    selected, kept = 0, torch.ones(len(inputs), num_patches, dtype=torch.bool)  # (Q, N)
     with _phase(clock, "B_rows_built"):
-        for q, row in zip(inputs, image_of):
+        for i, q in enumerate(inputs):
             answer_rows = attention[selected + 1 : selected + 1 + len(q.answer_ids), a:b]  # (n, L', N)
-            top = vauq.most_attended_patches(answer_rows, count)
-            kept = torch.ones(num_patches, dtype=torch.bool)
-            kept[top] = False
-            rows.append(image_row(model, groups[row].prefix_ids + q.suffix_ids + q.answer_ids[:-1], features[row],
-                                  kept.nonzero().flatten()))
+            kept[i, vauq.most_attended_patches(answer_rows, count)] = False
             selected += 1 + len(q.answer_ids)
-    lengths = [len(q.answer_ids) for q in inputs]
-    with _phase(clock, "B_vauq_hidden", sum(e.shape[0] for e, _ in rows)):
-        masked_logits = answer_step_logits(model, rows, lengths)
+        kept_positions = kept.nonzero()[:, 1].reshape(len(inputs), num_patches - count)  # (Q, N - count), sorted
+    masked_logits = _hidden_image_logits(model, groups, features, inputs, image_of, kept_positions, clock)
     # Without the image a row depends on its text alone, and POPE asks the same question of many
     # images: each distinct (prompt, answer) row is run once.
     distinct = {tuple(q.no_image_ids + q.answer_ids[:-1]): len(q.answer_ids) for q in inputs}
@@ -288,6 +285,24 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
     with _phase(clock, "E_scores"):
         return _fields(model, inputs, image_of, starts, step_logits, attention, states, image_states, masked_logits,
                        no_image_logits, vl_fields, settings, count, yes_ids, no_ids)
+
+
+def _hidden_image_logits(model, groups, features, inputs, image_of, kept_positions, clock) -> list[torch.Tensor]:
+    """Pass B: each question's answer-step logits (n, V) with only its `kept_positions` (Q, M) of
+    the image, its rows run after one shared run of each distinct text before the image."""
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(image_of):
+        by_prefix.setdefault(tuple(groups[row].prefix_ids[:-1]), []).append(i)  # prefix_ids ends with the slot
+    logits: list[torch.Tensor | None] = [None] * len(inputs)
+    for prefix, chosen in by_prefix.items():
+        rows = hidden_image_rows(model, features, [image_of[i] for i in chosen], kept_positions[chosen], len(prefix),
+                                 [inputs[i].suffix_ids + inputs[i].answer_ids[:-1] for i in chosen])
+        with _phase(clock, "B_vauq_hidden", len(prefix) + sum(e.shape[0] for e, _ in rows)):
+            out = answer_step_logits_after_prefix(model, list(prefix), rows,
+                                                  [len(inputs[i].answer_ids) for i in chosen])
+        for i, x in zip(chosen, out):
+            logits[i] = x
+    return logits
 
 
 def _fields(model, inputs, image_of, starts, step_logits, attention, states, image_states, masked_logits,

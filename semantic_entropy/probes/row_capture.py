@@ -64,13 +64,20 @@ class QueryRowCollector:
         self.num_layers = num_layers
         self.layers: dict[int, torch.Tensor] = {}
         self.active = False
+        self._on_device: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+    def _indices(self, device) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per batch row: (row, its selected slots, its query columns, its image columns), moved to
+        the device once: a copy from host memory per layer would stall the stream each time."""
+        if self._on_device is None:
+            self._on_device = [(row, torch.tensor(selected, device=device), torch.tensor(cols, device=device),
+                                self.image_columns[row].to(device)) for row, (selected, cols) in self.by_row.items()]
+        return self._on_device
 
     def record(self, layer: int, query, key, attention_mask, scaling: float) -> None:
         kept = torch.empty(self.num_selected, self.image_columns.shape[1], device=query.device)  # (S, N)
-        for row, (selected, cols) in self.by_row.items():
-            weights = query_row_weights(query, key, attention_mask, scaling, row,
-                                        torch.tensor(cols, device=query.device))  # (n, H, kv)
-            image = self.image_columns[row].to(query.device)
+        for row, selected, cols, image in self._indices(query.device):
+            weights = query_row_weights(query, key, attention_mask, scaling, row, cols)  # (n, H, kv)
             kept[selected] = weights[:, :, image].mean(dim=1)
         self.layers[layer] = kept
 
