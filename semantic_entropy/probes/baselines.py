@@ -259,13 +259,8 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
     # VAUQ: rank the image tokens by the answer rows' attention, then leave the top share out.
     count = vauq.hidden_patch_count(settings.vauq_mask_ratio, num_patches)
     a, b = settings.vauq_layers
-    selected, kept = 0, torch.ones(len(inputs), num_patches, dtype=torch.bool)  # (Q, N)
     with _phase(clock, "B_rows_built"):
-        for i, q in enumerate(inputs):
-            answer_rows = attention[selected + 1 : selected + 1 + len(q.answer_ids), a:b]  # (n, L', N)
-            kept[i, vauq.most_attended_patches(answer_rows, count)] = False
-            selected += 1 + len(q.answer_ids)
-        kept_positions = kept.nonzero()[:, 1].reshape(len(inputs), num_patches - count)  # (Q, N - count), sorted
+        kept_positions = _kept_after_hiding(attention[:, a:b], [len(q.answer_ids) for q in inputs], count)
     masked_logits = _hidden_image_logits(model, groups, features, inputs, image_of, kept_positions, clock)
     # Without the image a row depends on its text alone, and POPE asks the same question of many
     # images: each distinct (prompt, answer) row is run once.
@@ -285,6 +280,32 @@ def baseline_batch(model, groups: list[Group], pixel_values: torch.Tensor, blurr
     with _phase(clock, "E_scores"):
         return _fields(model, inputs, image_of, starts, step_logits, attention, states, image_states, masked_logits,
                        no_image_logits, vl_fields, settings, count, yes_ids, no_ids)
+
+
+def _kept_after_hiding(attention: torch.Tensor, answer_lengths: list[int], count: int) -> torch.Tensor:
+    """(Q, N - count) sorted image positions each question keeps once VAUQ hides its `count` most
+    attended ones (`vauq.most_attended_patches`, computed together for answers of equal length).
+
+    attention: (S, L', N) the selected rows of pass A in the ranking layers: per question its first
+    answer token's query, then one row per answer token.
+
+    >>> rows = torch.tensor([[[9.0, 9, 9]], [[0.1, 0.5, 0.2]], [[9.0, 9, 9]], [[0.3, 0.1, 0.4]], [[0.5, 0.1, 0.1]]])
+    >>> _kept_after_hiding(rows, [1, 2], 1).tolist()  # means (.1 .5 .2) and (.4 .1 .25)
+    [[0, 2], [1, 2]]
+    """
+    num_patches = attention.shape[-1]
+    starts, at = [], 0
+    for n in answer_lengths:
+        starts.append(at + 1)  # the answer tokens' rows follow the first answer token's query
+        at += 1 + n
+    kept = torch.ones(len(answer_lengths), num_patches, dtype=torch.bool)  # (Q, N)
+    for n in sorted(set(answer_lengths)):
+        questions = [i for i, length in enumerate(answer_lengths) if length == n]
+        index = torch.tensor([starts[i] + j for i in questions for j in range(n)])
+        rows = attention[index].reshape(len(questions), n, *attention.shape[1:])  # (Qn, n, L', N)
+        top = rows.mean(dim=(1, 2)).topk(count, dim=-1).indices  # (Qn, count)
+        kept[torch.tensor(questions)[:, None], top] = False
+    return kept.nonzero()[:, 1].reshape(len(answer_lengths), num_patches - count)
 
 
 def _hidden_image_logits(model, groups, features, inputs, image_of, kept_positions, clock) -> list[torch.Tensor]:
