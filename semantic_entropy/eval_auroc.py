@@ -232,7 +232,8 @@ def run(args: argparse.Namespace) -> dict:
                              *(os.path.basename(p) for p in figures)]})
     manifest.update(status="complete", records=len(joined.question_ids))
     write_manifest(os.path.join(args.output_dir, "manifest.json"), manifest)
-    print(f"wrote {os.path.join(args.output_dir, 'metrics.md')} (also metrics.json, metrics.csv, per_question.csv"
+    print(f"wrote {os.path.join(args.output_dir, 'metrics.md')} (also metrics.json, metrics.csv, per_question.csv, "
+          f"distributions.json, distributions.csv"
           f"{', figures' if figures else ''})")
     return report
 
