@@ -172,6 +172,7 @@ def allocate(model_class, config, device: str, dtype: torch.dtype, seed: int):
             model = model_class(config)
     finally:
         torch.set_default_dtype(previous)
+    model.to(dtype)  # parameters created with an explicit dtype (DeBERTa's q_bias, v_bias) too
     fill_random(model, seed)
     return model.eval()
 
@@ -264,7 +265,7 @@ def main() -> None:
     parser.add_argument("--judge-window", type=int, default=64, help="questions whose pairs are judged together")
     parser.add_argument("--nli-batch-size", type=int, default=256, help="pairs per NLI forward pass")
     parser.add_argument("--llm-batch-size", type=int, default=128, help="prompts per LLM decoding batch")
-    parser.add_argument("--time-limit-s", type=float, default=240.0,
+    parser.add_argument("--time-limit-s", type=float, default=200.0,
                         help="per judge: stop after this many seconds and project the rest")
     parser.add_argument("--tokenizer-dir", default=None, help="tokenizer for both judges; None = trained offline")
     parser.add_argument("--seed", type=int, default=0)
