@@ -440,6 +440,12 @@ def _torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+def _model_dtype(model) -> str:
+    """The dtype of a model's weights, for the manifest and the judge's identity (a float16
+    model's verdicts are not a float32 model's)."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 class NLIJudge(PairwiseJudge):
     """Any AutoModelForSequenceClassification NLI model; inputs (premise, hypothesis) pairs.
 
@@ -499,6 +505,7 @@ class NLIJudge(PairwiseJudge):
             "model_path": self.model_path,
             "id2label": {str(k): v for k, v in self.model.config.id2label.items()},
             "max_length": self.max_length,
+            "dtype": _model_dtype(self.model),
         }
 
 
@@ -626,6 +633,8 @@ class LLMJudge(PairwiseJudge):
             "max_new_tokens": self.max_new_tokens,
             "chat_template": self.uses_chat_template,
             "unparseable_reply": "neutral",
+            "vocab_limit": self.vocab_limit,
+            "dtype": _model_dtype(self.model),
         }
 
 
