@@ -132,7 +132,8 @@ def join_unlabelled(sources: Sequence[tuple[str, Mapping]], labels: Sequence[str
     if not ids:
         raise PopeJoinError(f"no questions scored in every one of {paths}")
     for path, uncertainty in sources:
-        missing = [] if allow_partial and questions is not None else [qid for qid in reference if qid not in uncertainty]
+        partial = allow_partial and questions is not None
+        missing = [] if partial else [qid for qid in reference if qid not in uncertainty]
         extra = [qid for qid in uncertainty if qid not in reference]
         problems = []
         if missing:

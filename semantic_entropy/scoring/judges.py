@@ -284,6 +284,7 @@ class Judge(ABC):
     def prefetch(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> None:
         """Judge ahead the (question, samples, greedy) items about to be judged; no-op unless
         the judge asks a model (see PairwiseJudge)."""
+        return None
 
     def describe(self) -> dict:
         """Settings for the run manifest."""
