@@ -20,6 +20,10 @@ Random weights of the real shapes cost what the real models cost. A judge stops 
 --time-limit-s (its rates are then over the questions done, and the time for all questions is
 projected from them).
 
+"before" rows (--before, on by default, --before-time-limit-s each): the same models judged as
+stage 2 judged them before batching across questions: one question at a time, its pairs in
+arrival order in batches of 32 (stage 2's --batch-size default), the LLM through `generate`.
+
 Tokenizer: --tokenizer-dir (a folder AutoTokenizer loads, or a folder with a SentencePiece
 tokenizer.model such as the Llama-2 one) serves both judges; without it a BPE tokenizer is
 trained offline on the workload's own text, with a small vocabulary so that words split into
@@ -202,6 +206,61 @@ def llama2_7b_config(tiny: bool):
     return config
 
 
+class NLIJudgeBefore(NLIJudge):
+    """Stage 2's NLI judge before this change: batches in arrival order, each padded to its longest pair."""
+
+    def _predict(self, model_inputs):
+        device = next(self.model.parameters()).device
+        rows = []
+        for start in range(0, len(model_inputs), self.batch_size):
+            batch = model_inputs[start : start + self.batch_size]
+            encoded = self.tokenizer([p for p, _ in batch], [h for _, h in batch], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(device)
+            with torch.no_grad():
+                probs = torch.softmax(self.model(**encoded).logits.float(), dim=-1).cpu().numpy()
+            rows.extend([row[c] if c is not None else 0.0 for c in self.label_columns] for row in probs)
+        return np.asarray(rows)
+
+
+class LLMJudgeBefore(LLMJudge):
+    """Stage 2's LLM judge before this change: arrival-order batches through `generate`, all tokens."""
+
+    def _predict(self, model_inputs):
+        from transformers import LogitsProcessorList
+
+        from llava.model.llava_llama import SuppressIdsFrom
+        from semantic_entropy.scoring.judge_batches import left_padded
+        from semantic_entropy.scoring.judges import parse_entailment_reply
+
+        device = next(self.model.parameters()).device
+        labels = []
+        for start in range(0, len(model_inputs), self.batch_size):
+            token_lists = [self.tokenizer(p)["input_ids"] for p in model_inputs[start : start + self.batch_size]]
+            ids, mask = left_padded(token_lists, self._pad_id(), device)
+            # The same vocabulary limit as the new loop, so that both choose among the same ids.
+            limit = [SuppressIdsFrom(self.vocab_limit)] if self.vocab_limit is not None else []
+            with torch.no_grad():
+                output = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+                                             do_sample=False, pad_token_id=self._pad_id(),
+                                             logits_processor=LogitsProcessorList(limit))
+            replies = self.tokenizer.batch_decode(output[:, ids.shape[1]:], skip_special_tokens=True)
+            labels.extend(parse_entailment_reply(reply) for reply in replies)
+        return np.eye(3)[labels]
+
+
+def agreement(judge, before) -> dict:
+    """How far the two ways' verdicts differ on the inputs both judged (padding and batch
+    composition change the floating-point sums, rarely the label)."""
+    new_identity = judge.identity()
+    pairs = [(probs, judge.cache.get(new_identity, key[1])) for key, probs in before.cache._entries.items()]
+    pairs = [(old, new) for old, new in pairs if new is not None]
+    if not pairs:
+        return {"inputs_compared": 0}
+    old, new = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return {"inputs_compared": len(pairs), "same_label": float(np.mean(old.argmax(1) == new.argmax(1))),
+            "max_abs_prob_difference": float(np.abs(old - new).max())}
+
+
 def run_judge(judge, workload, window: int, time_limit: float, device: str) -> dict:
     """Stage 2's loop: prefetch a window's pairs, then cluster each question with its similarity."""
     if device.startswith("cuda"):
@@ -265,8 +324,11 @@ def main() -> None:
     parser.add_argument("--judge-window", type=int, default=64, help="questions whose pairs are judged together")
     parser.add_argument("--nli-batch-size", type=int, default=256, help="pairs per NLI forward pass")
     parser.add_argument("--llm-batch-size", type=int, default=128, help="prompts per LLM decoding batch")
-    parser.add_argument("--time-limit-s", type=float, default=200.0,
+    parser.add_argument("--time-limit-s", type=float, default=180.0,
                         help="per judge: stop after this many seconds and project the rest")
+    parser.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time each judge as stage 2 ran it before (per question, arrival order)")
+    parser.add_argument("--before-time-limit-s", type=float, default=45.0)
     parser.add_argument("--tokenizer-dir", default=None, help="tokenizer for both judges; None = trained offline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-json", default=None)
@@ -312,6 +374,11 @@ def main() -> None:
                           "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=True),
                           **run_judge(judge, workload, args.judge_window, args.time_limit_s, args.device)}
         print(json.dumps({"nli": results["nli"]}, indent=1), flush=True)
+        if args.before:
+            before = NLIJudgeBefore(model, tokenizer, batch_size=32, question_prefix=True)
+            results["nli_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
+            results["nli_before"]["agreement_with_nli"] = agreement(judge, before)
+            print(json.dumps({"nli_before": results["nli_before"]}, indent=1), flush=True)
         del judge, model
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -327,6 +394,13 @@ def main() -> None:
                           "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=False),
                           **run_judge(judge, workload, args.judge_window, args.time_limit_s, args.device)}
         print(json.dumps({"llm": results["llm"]}, indent=1), flush=True)
+        if args.before:
+            before = LLMJudgeBefore(model, tokenizer, batch_size=32, max_new_tokens=8,
+                                    render_prompt=render_llava_text_prompt, prompt_format="llava_vicuna_v1",
+                                    vocab_limit=min(32000, len(tokenizer)))
+            results["llm_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
+            results["llm_before"]["agreement_with_llm"] = agreement(judge, before)
+            print(json.dumps({"llm_before": results["llm_before"]}, indent=1), flush=True)
     if args.output_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
         with open(args.output_json, "w") as f:
