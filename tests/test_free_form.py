@@ -238,3 +238,18 @@ def test_open_ended_questions_on_the_demo_world_with_llava_as_the_llm_judge(tmp_
         assert summary["min"] <= summary["q25"] <= summary["q50"] <= summary["q75"] <= summary["max"]
         assert sum(summary["histogram"]["counts"]) == 3
     assert not (out / "metrics.json").exists()  # no labels: no AUROC
+
+
+def test_bad_open_ended_question_files_name_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question_id": 1, "image": "shapes_test_000000.png", "text": "Describe it."}) + "\n"
+                   + json.dumps({"question_id": 2, "text": "What is it?"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: question lacks field 'image'"):
+        stage1(tmp_path, bad, "bad_answers")
+    scores = write_jsonl(tmp_path / "u.jsonl", [uncertainty(1, se=1.0)])
+    duplicate = tmp_path / "dup.jsonl"
+    duplicate.write_text(json.dumps({"question_id": 1, "image": "a.png", "text": "x"}) + "\n"
+                         + json.dumps({"question_id": 1, "image": "b.png", "text": "y"}) + "\n")
+    assert eval_auroc.main(["--uncertainty-file", scores, "--question-file", str(duplicate),
+                            "--output-dir", str(tmp_path / "e")]) == 1
+    assert "dup.jsonl:2: duplicate question_id 1 (first on line 1)" in capsys.readouterr().err
