@@ -306,3 +306,24 @@ def test_stage2_with_the_llava_folder_judge(tiny_checkpoints, tmp_path):
         assert manifest["details"]["judge_cache"] == {"pairs_judged": 8, "model_inputs": 6,
                                                       "cache_hit_rate": 0.25}
     assert outputs[1] == outputs[64]
+
+
+def test_bench_judges_tiny_smoke(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path / "judges.json"
+    subprocess.run([sys.executable, str(root / "scripts" / "bench_judges.py"), "--tiny", "--device", "cpu",
+                    "--questions", "3", "--output-json", str(out)], check=True, capture_output=True, text=True,
+                   env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}, timeout=300)
+    report = json.loads(out.read_text())
+    for judge in ("nli", "llm"):
+        # 3 questions x 11 distinct answers: 110 ordered pairs each, all judged now and before.
+        assert report[judge]["pairs_judged"] == report[f"{judge}_before"]["pairs_judged"] == 330
+        assert report[judge]["questions_done"] == 3
+        agreement = report[f"{judge}_before"][f"agreement_with_{judge}"]
+        assert agreement["inputs_compared"] == report[judge]["model_inputs"]
+        assert agreement["same_label"] == 1.0  # float32 on the CPU: the same verdicts either way
