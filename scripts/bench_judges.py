@@ -14,11 +14,13 @@ its similarity matrix):
   nli: a random model of the DeBERTa-large-MNLI shape (DebertaConfig: hidden 1024, 24 layers,
        16 heads, vocabulary 50,265, relative attention), question + ' ' + answer both ways;
   llm: a random model of the Llama-2-7B shape (LLaVA-1.5-7B's language model), the judge's
-       prompt in LLaVA's vicuna_v1 conversation, up to 8 greedy tokens. Random weights never
-       produce a label word, so every reply runs all 8 steps: the worst case for decoding.
-Random weights of the real shapes cost what the real models cost. A judge stops after
---time-limit-s (its rates are then over the questions done, and the time for all questions is
-projected from them).
+       prompt in LLaVA's vicuna_v1 conversation, up to 8 greedy tokens. Random weights almost
+       never produce a label word, so replies run all 8 steps: the worst case for decoding.
+Random weights of the real shapes cost what the real models cost. A judge stops at the
+first window end after --time-limit-s (its rates are then over the questions done, and the
+time for all questions is projected from them); the LLM judge's windows are
+--llm-judge-window questions, so that its stop comes soon after the limit. The JSON is
+rewritten after every judge, so a later failure keeps the earlier figures.
 
 "before" rows (--before, on by default, --before-time-limit-s each): the same models judged as
 stage 2 judged them before batching across questions: one question at a time, its pairs in
@@ -306,6 +308,15 @@ def mean_tokens(judge, tokenizer, workload, pair: bool) -> float:
     return float(np.mean(lengths))
 
 
+def save(results: dict, path: str | None) -> None:
+    """The results so far, written whole (a failure later keeps what was measured)."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -322,6 +333,8 @@ def main() -> None:
     parser.add_argument("--min-words", type=int, default=30)
     parser.add_argument("--max-words", type=int, default=60)
     parser.add_argument("--judge-window", type=int, default=64, help="questions whose pairs are judged together")
+    parser.add_argument("--llm-judge-window", type=int, default=16,
+                        help="the same for the LLM judge (1,760 prompts of 11 answers: 14 batches of 128)")
     parser.add_argument("--nli-batch-size", type=int, default=256, help="pairs per NLI forward pass")
     parser.add_argument("--llm-batch-size", type=int, default=128, help="prompts per LLM decoding batch")
     parser.add_argument("--time-limit-s", type=float, default=180.0,
@@ -374,11 +387,13 @@ def main() -> None:
                           "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=True),
                           **run_judge(judge, workload, args.judge_window, args.time_limit_s, args.device)}
         print(json.dumps({"nli": results["nli"]}, indent=1), flush=True)
+        save(results, args.output_json)
         if args.before:
             before = NLIJudgeBefore(model, tokenizer, batch_size=32, question_prefix=True)
             results["nli_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
             results["nli_before"]["agreement_with_nli"] = agreement(judge, before)
             print(json.dumps({"nli_before": results["nli_before"]}, indent=1), flush=True)
+            save(results, args.output_json)
         del judge, model
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -392,8 +407,9 @@ def main() -> None:
         results["llm"] = {"model": "Llama-2-7B shape" + (" (tiny)" if args.tiny else ""),
                           "parameters": sum(p.numel() for p in model.parameters()),
                           "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=False),
-                          **run_judge(judge, workload, args.judge_window, args.time_limit_s, args.device)}
+                          **run_judge(judge, workload, args.llm_judge_window, args.time_limit_s, args.device)}
         print(json.dumps({"llm": results["llm"]}, indent=1), flush=True)
+        save(results, args.output_json)
         if args.before:
             before = LLMJudgeBefore(model, tokenizer, batch_size=32, max_new_tokens=8,
                                     render_prompt=render_llava_text_prompt, prompt_format="llava_vicuna_v1",
@@ -401,10 +417,8 @@ def main() -> None:
             results["llm_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
             results["llm_before"]["agreement_with_llm"] = agreement(judge, before)
             print(json.dumps({"llm_before": results["llm_before"]}, indent=1), flush=True)
+    save(results, args.output_json)
     if args.output_json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-        with open(args.output_json, "w") as f:
-            json.dump(results, f, indent=1)
         print(f"wrote {args.output_json}")
 
 
