@@ -268,6 +268,22 @@ def test_llava_model_in_memory_is_the_judge_without_a_copy(tiny_checkpoints):
     assert judge.identity() != from_folder.identity()  # one in memory, one from a path
 
 
+def test_llava_folder_judge_needs_no_clip(tiny_checkpoints, tmp_path):
+    import shutil
+
+    folder = tmp_path / "llava-no-clip"
+    shutil.copytree(tiny_checkpoints.original, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["mm_vision_tower"] = str(tmp_path / "absent-clip")  # the vision tower is never read
+    (folder / "config.json").write_text(json.dumps(config))
+    judge = build_judge("llm", model_path=str(folder), device="cpu", batch_size=4)
+    original = build_judge("llm", model_path=str(tiny_checkpoints.original), device="cpu", batch_size=4)
+    samples = ["Yes", "No", "a red circle"]
+    assert judge.judge(QUESTION, samples, need_similarity=True).similarity.tolist() == \
+        original.judge(QUESTION, samples, need_similarity=True).similarity.tolist()
+    assert judge.last_replies == original.last_replies and len(judge.last_replies) == 6
+
+
 def test_llava_hf_folder_and_chat_template_are_refused(tiny_checkpoints):
     with pytest.raises(ValueError, match="llava-hf"):
         build_judge("llm", model_path=str(tiny_checkpoints.hf), device="cpu")
