@@ -343,3 +343,27 @@ def test_bench_judges_tiny_smoke(tmp_path):
         agreement = report[f"{judge}_before"][f"agreement_with_{judge}"]
         assert agreement["inputs_compared"] == report[judge]["model_inputs"]
         assert agreement["same_label"] == 1.0  # float32 on the CPU: the same verdicts either way
+
+
+def test_a_batch_out_of_device_memory_is_retried_in_halves(word_tokenizer_folder):
+    from semantic_entropy.demo.tiny_models import _word_level_tokenizer
+
+    tokenizer, vocabulary = _word_level_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"], pair_template=True)
+    model = random_nli_model(len(vocabulary))
+    pairs = [("yes", "no"), ("a red dog", "no"), ("it is a blue car", "yes it is"), ("no", "the cat"),
+             ("the cat", "a dog on the car")]
+    expected = NLIJudge(model, tokenizer, batch_size=8).label_probs(QUESTION, pairs)
+
+    forward = model.forward
+    rows_seen = []
+
+    def small_device(**inputs):
+        rows_seen.append(inputs["input_ids"].shape[0])
+        if inputs["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(**inputs)
+
+    model.forward = small_device
+    got = NLIJudge(model, tokenizer, batch_size=8).label_probs(QUESTION, pairs)
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # other padding: float noise only
+    assert rows_seen[0] == 5 and max(rows_seen[1:]) <= 2

@@ -7,6 +7,8 @@ padding costs little and each forward pass does mostly real work. The verdicts d
 on the order (every row is computed independently under its attention mask), which the tests
 check against one pair at a time.
 
+A batch that runs out of device memory is retried in halves (`in_halves_on_oom`).
+
 `greedy_replies` is the LLM judge's decoding: a KV-cached greedy loop over a left-padded
 batch that stops a row at its EOS and stops the whole batch as soon as every row is done or,
 through `is_settled`, its reply already fixes the verdict (the first label word of the reply
@@ -36,6 +38,29 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def in_halves_on_oom(run: Callable[[list[int]], list], batch: list[int]) -> list:
+    """`run(batch)`, or, when the device runs out of memory, the same rows in two halves (again
+    and again, down to one row): a window that does not fit is slower, not fatal. Results come
+    back in `batch` order. Rows are independent, so the halves give the same verdicts.
+
+    >>> def run(rows):
+    ...     if len(rows) > 2:
+    ...         raise torch.cuda.OutOfMemoryError("too big")
+    ...     return [r * 10 for r in rows]
+    >>> in_halves_on_oom(run, [1, 2, 3, 4, 5])
+    [10, 20, 30, 40, 50]
+    """
+    try:
+        return run(batch)
+    except torch.cuda.OutOfMemoryError:
+        if len(batch) == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    middle = len(batch) // 2
+    return in_halves_on_oom(run, batch[:middle]) + in_halves_on_oom(run, batch[middle:])
 
 
 def left_padded(token_lists: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llava.utils import resolve_device
-from semantic_entropy.scoring.judge_batches import greedy_replies, length_sorted_batches
+from semantic_entropy.scoring.judge_batches import greedy_replies, in_halves_on_oom, length_sorted_batches
 from semantic_entropy.scoring.judge_cache import JudgeCache
 
 LABELS = ("contradiction", "neutral", "entailment")  # column order of every label-probability array
@@ -489,14 +489,17 @@ class NLIJudge(PairwiseJudge):
                                  [hypothesis for _, hypothesis in model_inputs],
                                  truncation=True, max_length=self.max_length)
         fields = [key for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded]
-        rows = np.zeros((len(model_inputs), 3))
-        for batch in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], self.batch_size):
+
+        def run(batch: list[int]) -> list:
             padded = self.tokenizer.pad({key: [encoded[key][i] for i in batch] for key in fields},
                                         padding=True, return_tensors="pt").to(device)
             with torch.no_grad():
                 logits = self.model(**padded).logits.float()  # (B, num_labels)
-            probs = torch.softmax(logits, dim=-1).cpu().numpy()
-            for row, index in zip(probs, batch):
+            return list(torch.softmax(logits, dim=-1).cpu().numpy())
+
+        rows = np.zeros((len(model_inputs), 3))
+        for batch in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], self.batch_size):
+            for row, index in zip(in_halves_on_oom(run, batch), batch):
                 rows[index] = [row[c] if c is not None else 0.0 for c in self.label_columns]
         return rows  # (P, 3)
 
@@ -614,13 +617,15 @@ class LLMJudge(PairwiseJudge):
         def settled(ids: list[int]) -> bool:
             return reply_settled(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-        for batch in length_sorted_batches([len(tokens) for tokens in token_lists], self.batch_size):
-            generated = greedy_replies(
+        def run(batch: list[int]) -> list[list[int]]:
+            return greedy_replies(
                 self.model, [token_lists[i] for i in batch], pad_id=self._pad_id(),
                 eos_id=self.tokenizer.eos_token_id, max_new_tokens=self.max_new_tokens,
                 vocab_limit=self.vocab_limit, is_settled=settled,
             )
-            for index, ids in zip(batch, generated):
+
+        for batch in length_sorted_batches([len(tokens) for tokens in token_lists], self.batch_size):
+            for index, ids in zip(batch, in_halves_on_oom(run, batch)):
                 replies[index] = self.tokenizer.decode(ids, skip_special_tokens=True)
         self.last_replies = replies
         return np.eye(3)[[parse_entailment_reply(reply) for reply in replies]]  # (P, 3) one-hot
