@@ -344,7 +344,7 @@ def test_help_shows_every_default():
     assert "None = image when the questions name their image (default: None)" in text
     assert "None = yes_no_entropy when present, else semantic_entropy (default: None)" in text
     options = [action for action in eval_auroc.build_parser()._actions if action.dest != "help"]
-    assert len(options) == 18
+    assert len(options) == 19  # --bins added for the score distributions
     for action in options:
         assert action.help, action.dest
         if not action.required:

@@ -6,6 +6,14 @@ split's own question_id. `eval_pope` undoes that offset to find a question's lab
 offsets here are the contract between the two modules.
 
     python -m llava.eval.prepare_pope --pope-dir DIR --output-file FILE [--per-category N --seed S]
+        [--free-form]
+
+`--free-form` writes POPE's question text alone, without LLaVA's single-word instruction
+(`POPE_ANSWER_SUFFIX`), so the model answers in sentences: the setting where semantic entropy
+has meanings to tell apart. Ids, images and categories are unchanged, so `eval_pope` and
+`eval_auroc` join such a file to the labels as they join the original (a question's text is
+compared with its label's text after any suffix is removed) and read each sentence answer as
+yes or no the way eval_pope reads it.
 """
 
 from __future__ import annotations
@@ -50,13 +58,14 @@ def read_label_file(path: str) -> list[dict]:
     return records
 
 
-def to_llava_question(label_record: dict, category: str) -> dict:
-    """One LLaVA question record; key order and text exactly as in LLaVA's file."""
+def to_llava_question(label_record: dict, category: str, free_form: bool = False) -> dict:
+    """One LLaVA question record; key order and text exactly as in LLaVA's file (without the
+    answer-format suffix when `free_form`)."""
     return {
         "question_id": label_record["question_id"] + CATEGORY_OFFSETS[category],
         "image": label_record["image"],
         # POPE's own text is kept verbatim, typos ("imange") included.
-        "text": label_record["text"] + POPE_ANSWER_SUFFIX,
+        "text": label_record["text"] + ("" if free_form else POPE_ANSWER_SUFFIX),
         "category": category,
     }
 
@@ -71,7 +80,8 @@ def sample_records(records: list[dict], per_category: int, seed: int) -> list[di
     return sorted(chosen, key=lambda r: r["question_id"])
 
 
-def prepare_pope_questions(pope_dir: str, per_category: int | None = None, seed: int = 0) -> list[dict]:
+def prepare_pope_questions(pope_dir: str, per_category: int | None = None, seed: int = 0,
+                           free_form: bool = False) -> list[dict]:
     """LLaVA's POPE question records: adversarial, random, popular, with ids offset per split."""
     questions = []
     for category in POPE_CATEGORIES:
@@ -79,7 +89,7 @@ def prepare_pope_questions(pope_dir: str, per_category: int | None = None, seed:
         if per_category is not None:
             # The same seed for every split: each split's draw depends only on its own file.
             records = sample_records(records, per_category, seed)
-        questions.extend(to_llava_question(r, category) for r in records)
+        questions.extend(to_llava_question(r, category, free_form) for r in records)
     return questions
 
 
@@ -97,12 +107,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-file", required=True, help="LLaVA question jsonl to write")
     parser.add_argument("--per-category", type=int, default=None, help="draw N questions per split (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --per-category draw")
+    parser.add_argument("--free-form", action="store_true",
+                        help="POPE's questions without the single-word instruction: answers are sentences")
     args = parser.parse_args(argv)
 
-    questions = prepare_pope_questions(args.pope_dir, per_category=args.per_category, seed=args.seed)
+    questions = prepare_pope_questions(args.pope_dir, per_category=args.per_category, seed=args.seed,
+                                       free_form=args.free_form)
     write_questions(questions, args.output_file)
     counts = {c: sum(q["category"] == c for q in questions) for c in POPE_CATEGORIES}
-    print(f"Wrote {len(questions)} questions to {args.output_file} ({counts})")
+    form = " (free-form: no answer-format suffix)" if args.free_form else ""
+    print(f"Wrote {len(questions)} questions to {args.output_file} ({counts}){form}")
 
 
 if __name__ == "__main__":

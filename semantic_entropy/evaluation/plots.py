@@ -150,3 +150,19 @@ def write_plots(output_dir: str, joined: JoinedScores, max_curves: int = 10) -> 
         plot_rejection_curves(splits, os.path.join(output_dir, "rejection_curves.png")),
         plot_score_distributions(everything, os.path.join(output_dir, "score_distributions.png")),
     ]
+
+
+def plot_score_histograms(report: Mapping[str, Mapping], keys: Sequence[str], path: str) -> str:
+    """One panel per score column: its histogram on every split of `distributions.distributions`
+    (shared edges, so the splits compare bin by bin), as step lines; no labels needed."""
+    figure, panels = _panel_grid(max(1, len(keys)))
+    for axes, key in zip(panels, keys):
+        for split, entry in report.items():
+            histogram = entry[key]["histogram"]
+            axes.stairs(histogram["counts"], histogram["edges"], label=f"{split} (n={entry[key]['n']})",
+                        linewidth=2 if split == ALL_SPLIT else 1)
+        axes.set_title(key, fontsize=10)
+        axes.set_xlabel("uncertainty (higher = more uncertain)")
+        axes.set_ylabel("questions")
+        axes.legend(fontsize=7)
+    return _save(figure, path)

@@ -22,8 +22,10 @@ else founds a new cluster. Equivalence of answers a, b from the judged labels a=
 - non-strict: neither direction is contradiction, and not both directions are neutral.
 
 Identical texts are equivalent without asking a model, so N equal answers cost nothing;
-pairwise judges also cache every model verdict on its exact input (an LRU), so a pair that
-recurs, in this question or a later one, is judged once.
+pairwise judges also cache every model verdict keyed on the judge's identity and its exact
+input (`judge_cache.JudgeCache`, an LRU that judges may share), so a pair that recurs, in this
+question or a later one, is judged once. `prefetch` judges the pairs of many questions in one
+call, length-sorted into padded batches (`judge_batches`), which is what keeps a GPU busy.
 
 Similarity for the pairwise judges (Lin et al. 2023, "entailment" affinity):
 W_ij = (P(entailment | i => j) + P(entailment | j => i)) / 2, W_ii = 1, 1 for identical texts.
@@ -32,16 +34,18 @@ The LLM judge's verdicts are one-hot, so its W is in {0, 1/2, 1}.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from llava.utils import resolve_device
+from semantic_entropy.scoring.judge_batches import greedy_replies, in_halves_on_oom, length_sorted_batches
+from semantic_entropy.scoring.judge_cache import JudgeCache
 
 LABELS = ("contradiction", "neutral", "entailment")  # column order of every label-probability array
 CONTRADICTION, NEUTRAL, ENTAILMENT = 0, 1, 2
@@ -239,6 +243,17 @@ def nli_label_columns(id2label: dict) -> tuple[int | None, int | None, int | Non
     return tuple(columns)
 
 
+def ordered_pairs(sample_texts: Sequence[str], greedy_text: str | None = None) -> list[tuple[str, str]]:
+    """Every ordered pair of distinct texts among the samples and the greedy answer: what a
+    pairwise judge asks its model about one question (equal texts need no verdict).
+
+    >>> ordered_pairs(["a", "b", "a"], "c")
+    [('a', 'b'), ('a', 'c'), ('b', 'a'), ('b', 'c'), ('c', 'a'), ('c', 'b')]
+    """
+    texts = list(dict.fromkeys([*sample_texts, *([greedy_text] if greedy_text is not None else [])]))
+    return [(a, b) for a in texts for b in texts if a != b]
+
+
 # --------------------------------------------------------------------------------------------
 # The interface
 
@@ -265,6 +280,11 @@ class Judge(ABC):
         strict: bool = True,
         need_similarity: bool = False,
     ) -> Judgement: ...
+
+    def prefetch(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> None:
+        """Judge ahead the (question, samples, greedy) items about to be judged; no-op unless
+        the judge asks a model (see PairwiseJudge)."""
+        return None
 
     def describe(self) -> dict:
         """Settings for the run manifest."""
@@ -295,12 +315,17 @@ class PairwiseJudge(Judge):
 
     Subclasses say what the model sees for a pair (`_model_input`, hashable: the cache key) and
     how a batch of such inputs is judged (`_predict`: (P, 3) probabilities in LABELS order).
+
+    Verdicts go through a `JudgeCache` keyed on (`identity()`, model input), which may be
+    shared with other judges. `prefetch` judges the pairs of many questions in one call, so
+    that a model-backed judge fills its batches across questions (length-sorted, see
+    `judge_batches`) instead of running a few short batches per question.
     """
 
-    def __init__(self, cache_size: int = 200_000):
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache_size
+    def __init__(self, cache_size: int = 200_000, cache: JudgeCache | None = None):
+        self.cache = cache if cache is not None else JudgeCache(cache_size)
         self.num_model_inputs = 0  # inputs sent to the model so far (cache misses)
+        self.num_pairs_judged = 0  # ordered pairs whose verdict clustering needed, repeats included
 
     @abstractmethod
     def _model_input(self, question: str, premise: str, hypothesis: str) -> Hashable: ...
@@ -308,28 +333,67 @@ class PairwiseJudge(Judge):
     @abstractmethod
     def _predict(self, model_inputs: list) -> np.ndarray: ...
 
-    def label_probs(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """(P, 3) probabilities of LABELS for 'pairs[p][0] entails pairs[p][1]'."""
-        inputs = [self._model_input(question, a, b) for a, b in pairs]
-        missing = [x for x in dict.fromkeys(inputs) if x not in self._cache]
+    def identity(self) -> str:
+        """What makes this judge's verdicts its own: its manifest description, as a string.
+
+        A judge built around an in-memory model without a path adds the model object's id, so
+        two such judges never read each other's verdicts from a shared cache.
+        """
+        description = self.describe()
+        if description.get("model_path") is None:
+            description = {**description, "model_object": id(getattr(self, "model", self))}
+        return json.dumps(description, sort_keys=True, default=str)
+
+    def cache_stats(self) -> dict:
+        """Pairs judged, model inputs and the share of pairs answered without the model."""
+        judged, inputs = self.num_pairs_judged, self.num_model_inputs
+        return {"pairs_judged": judged, "model_inputs": inputs,
+                "cache_hit_rate": (1 - inputs / judged) if judged else None}
+
+    def _fill(self, inputs: Sequence[Hashable]) -> dict:
+        """Verdicts of `inputs`: from the cache, the missing ones from one `_predict` call."""
+        identity = self.identity()
+        found = {}
+        missing = []
+        for x in dict.fromkeys(inputs):
+            probs = self.cache.get(identity, x)
+            if probs is None:
+                missing.append(x)
+            else:
+                found[x] = probs
         if missing:
             predicted = np.asarray(self._predict(missing), dtype=np.float64)  # (M, 3)
             assert predicted.shape == (len(missing), 3), predicted.shape
             self.num_model_inputs += len(missing)
             for x, probs in zip(missing, predicted):
-                self._cache[x] = probs
+                self.cache.put(identity, x, probs)
+                found[x] = probs
+        return found
+
+    def label_probs(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """(P, 3) probabilities of LABELS for 'pairs[p][0] entails pairs[p][1]'."""
+        inputs = [self._model_input(question, a, b) for a, b in pairs]
+        found = self._fill(inputs)
         result = np.empty((len(inputs), 3))
         for row, x in enumerate(inputs):
-            result[row] = self._cache[x]
-            self._cache.move_to_end(x)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            result[row] = found[x]
         return result
+
+    def prefetch(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> None:
+        """Judge in one go every pair that `judge` will ask for these (question, samples, greedy).
+
+        Only a speed-up: `judge` afterwards finds the verdicts in the cache (the cache must
+        hold them all: give it room for a window's pairs), and judges again what it lacks.
+        """
+        inputs = [self._model_input(question, a, b)
+                  for question, samples, greedy in items for a, b in ordered_pairs(samples, greedy)]
+        if inputs:
+            self._fill(inputs)
 
     def judge(self, question, sample_texts, greedy_text=None, *, strict=True, need_similarity=False) -> Judgement:
         unique_samples = list(dict.fromkeys(sample_texts))
-        texts = unique_samples + ([greedy_text] if greedy_text is not None and greedy_text not in unique_samples else [])
-        pairs = [(a, b) for a in texts for b in texts if a != b]
+        pairs = ordered_pairs(sample_texts, greedy_text)
+        self.num_pairs_judged += len(pairs)
         probs = dict(zip(pairs, self.label_probs(question, pairs))) if pairs else {}
 
         def equivalent(a: str, b: str) -> bool:
@@ -377,14 +441,25 @@ def _torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+def _model_dtype(model) -> str:
+    """The dtype of a model's weights, for the manifest and the judge's identity (a float16
+    model's verdicts are not a float32 model's)."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 class NLIJudge(PairwiseJudge):
-    """Any AutoModelForSequenceClassification NLI model; inputs (premise, hypothesis) pairs."""
+    """Any AutoModelForSequenceClassification NLI model; inputs (premise, hypothesis) pairs.
+
+    Pairs are tokenized once, sorted by token length and run `batch_size` at a time, each batch
+    padded to its own longest pair (see `judge_batches`).
+    """
 
     name = "nli"
 
     def __init__(self, model, tokenizer, *, question_prefix: bool = True, batch_size: int = 32,
-                 max_length: int = 512, model_path: str | None = None, cache_size: int = 200_000):
-        super().__init__(cache_size)
+                 max_length: int = 512, model_path: str | None = None, cache_size: int = 200_000,
+                 cache: JudgeCache | None = None):
+        super().__init__(cache_size, cache)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.question_prefix = question_prefix
@@ -410,19 +485,23 @@ class NLIJudge(PairwiseJudge):
         import torch
 
         device = next(self.model.parameters()).device
-        rows = []
-        for start in range(0, len(model_inputs), self.batch_size):
-            batch = model_inputs[start : start + self.batch_size]
-            encoded = self.tokenizer(
-                [premise for premise, _ in batch], [hypothesis for _, hypothesis in batch],
-                padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-            ).to(device)
+        encoded = self.tokenizer([premise for premise, _ in model_inputs],
+                                 [hypothesis for _, hypothesis in model_inputs],
+                                 truncation=True, max_length=self.max_length)
+        fields = [key for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded]
+
+        def run(batch: list[int]) -> list:
+            padded = self.tokenizer.pad({key: [encoded[key][i] for i in batch] for key in fields},
+                                        padding=True, return_tensors="pt").to(device)
             with torch.no_grad():
-                logits = self.model(**encoded).logits.float()  # (B, num_labels)
-            probs = torch.softmax(logits, dim=-1).cpu().numpy()
-            for row in probs:
-                rows.append([row[c] if c is not None else 0.0 for c in self.label_columns])
-        return np.asarray(rows)  # (P, 3)
+                logits = self.model(**padded).logits.float()  # (B, num_labels)
+            return list(torch.softmax(logits, dim=-1).cpu().numpy())
+
+        rows = np.zeros((len(model_inputs), 3))
+        for batch in length_sorted_batches([len(ids) for ids in encoded["input_ids"]], self.batch_size):
+            for row, index in zip(in_halves_on_oom(run, batch), batch):
+                rows[index] = [row[c] if c is not None else 0.0 for c in self.label_columns]
+        return rows  # (P, 3)
 
     def describe(self):
         return {
@@ -430,23 +509,43 @@ class NLIJudge(PairwiseJudge):
             "model_path": self.model_path,
             "id2label": {str(k): v for k, v in self.model.config.id2label.items()},
             "max_length": self.max_length,
+            "dtype": _model_dtype(self.model),
         }
+
+
+def reply_settled(reply: str, words_to_scan: int = 5) -> bool:
+    """Whether more tokens could no longer change `parse_entailment_reply(reply)`: a label word
+    is already among the first words. A partial word that starts like a label can only grow
+    into a word that starts the same way, and the words before it are final.
+
+    >>> reply_settled("Entail"), reply_settled("The answer"), reply_settled("Neutr")
+    (True, False, False)
+    """
+    for word in re.findall(r"[a-z]+", reply.lower())[:words_to_scan]:
+        if word.startswith(("entail", "contradict", "neutral")):
+            return True
+    return False
 
 
 class LLMJudge(PairwiseJudge):
     """A causal LM asked ENTAILMENT_PROMPT, greedy; the reply's first words give the label.
 
-    Accepts an already-loaded model and tokenizer (e.g. LLaVA's language model, text only);
-    `render_prompt` wraps the prompt (a chat template, a conversation format), identity by
-    default. Verdicts are one-hot; an unparseable reply counts as neutral.
+    Accepts an already-loaded model and tokenizer (e.g. LLaVA's language model, text only,
+    `llava.model.language_model`); `render_prompt` wraps the prompt (a chat template, a
+    conversation format), identity by default, and `prompt_format` names that wrapping in the
+    manifest. Verdicts are one-hot; an unparseable reply counts as neutral. Prompts run
+    length-sorted, `batch_size` at a time, through `judge_batches.greedy_replies`, which stops
+    as soon as every reply of the batch has its label word; ids >= `vocab_limit` are never
+    generated.
     """
 
     name = "llm"
 
     def __init__(self, model, tokenizer, *, batch_size: int = 8, max_new_tokens: int = 8,
                  render_prompt: Callable[[str], str] | None = None, add_special_tokens: bool = True,
-                 model_path: str | None = None, cache_size: int = 200_000):
-        super().__init__(cache_size)
+                 model_path: str | None = None, cache_size: int = 200_000, cache: JudgeCache | None = None,
+                 prompt_format: str | None = None, vocab_limit: int | None = None):
+        super().__init__(cache_size, cache)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -454,12 +553,29 @@ class LLMJudge(PairwiseJudge):
         self.render_prompt = render_prompt or (lambda prompt: prompt)
         self.add_special_tokens = add_special_tokens
         self.model_path = model_path
-        self.uses_chat_template = False
-        self.last_replies: list[str] = []  # replies of the latest batch, for inspection
+        self.prompt_format = prompt_format or ("plain" if render_prompt is None else "custom")
+        self.vocab_limit = vocab_limit
+        self.last_replies: list[str] = []  # replies of the latest _predict call, in input order
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return self.prompt_format == "chat_template"
 
     @classmethod
     def from_pretrained(cls, path: str, *, device: str = "cpu", dtype: str = "float32",
                         use_chat_template: bool = False, **kwargs) -> "LLMJudge":
+        """A causal-LM folder, or an original LLaVA folder (config with mm_* keys), whose
+        language model alone is loaded and asked in LLaVA's own conversation format."""
+        from llava.model.language_model import is_llava_folder, load_llava_language_model, render_llava_text_prompt
+
+        if is_llava_folder(path):
+            if use_chat_template:
+                raise ValueError(f"{path} is a LLaVA checkpoint: its language model is asked in LLaVA's "
+                                 "vicuna_v1 conversation; drop --judge-chat-template")
+            model, tokenizer, vocab_limit = load_llava_language_model(path, device=resolve_device(device),
+                                                                      dtype=_torch_dtype(dtype))
+            return cls(model, tokenizer, model_path=path, render_prompt=render_llava_text_prompt,
+                       prompt_format="llava_vicuna_v1", vocab_limit=vocab_limit, **kwargs)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
@@ -472,10 +588,18 @@ class LLMJudge(PairwiseJudge):
                 messages = [{"role": "user", "content": prompt}]
                 return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-            kwargs.update(render_prompt=render, add_special_tokens=False)
-        judge = cls(model.to(resolve_device(device)), tokenizer, model_path=path, **kwargs)
-        judge.uses_chat_template = use_chat_template
-        return judge
+            kwargs.update(render_prompt=render, add_special_tokens=False, prompt_format="chat_template")
+        return cls(model.to(resolve_device(device)), tokenizer, model_path=path, **kwargs)
+
+    @classmethod
+    def from_llava(cls, llava_model, tokenizer, **kwargs) -> "LLMJudge":
+        """The judge of a process that already holds LLaVA: its language model, no second copy
+        of the weights (the judge's parameters are the LLaVA model's own tensors)."""
+        from llava.model.language_model import language_model_of, render_llava_text_prompt
+
+        kwargs.setdefault("render_prompt", render_llava_text_prompt)
+        kwargs.setdefault("prompt_format", "llava_vicuna_v1")
+        return cls(language_model_of(llava_model), tokenizer, vocab_limit=llava_model.scored_vocab_size, **kwargs)
 
     def _model_input(self, question, premise, hypothesis):
         return self.render_prompt(ENTAILMENT_PROMPT.format(question=question, a=premise, b=hypothesis))
@@ -487,45 +611,44 @@ class LLMJudge(PairwiseJudge):
         return 0
 
     def _predict(self, model_inputs):
-        import torch
+        token_lists = [self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"] for p in model_inputs]
+        replies = [""] * len(model_inputs)
 
-        device = next(self.model.parameters()).device
-        pad_id = self._pad_id()
-        labels = []
-        self.last_replies = []
-        for start in range(0, len(model_inputs), self.batch_size):
-            prompts = model_inputs[start : start + self.batch_size]
-            token_lists = [self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"] for p in prompts]
-            width = max(len(tokens) for tokens in token_lists)
-            # Left padding, so every row's next token follows its prompt directly.
-            input_ids = torch.tensor([[pad_id] * (width - len(t)) + t for t in token_lists], device=device)  # (B, T)
-            attention_mask = torch.tensor(
-                [[0] * (width - len(t)) + [1] * len(t) for t in token_lists], device=device
-            )  # (B, T)
-            with torch.no_grad():
-                output = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens,
-                    do_sample=False, pad_token_id=pad_id,
-                )  # (B, T + new)
-            replies = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-            self.last_replies.extend(replies)
-            labels.extend(parse_entailment_reply(reply) for reply in replies)
-        return np.eye(3)[labels]  # (P, 3) one-hot
+        def settled(ids: list[int]) -> bool:
+            return reply_settled(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+        def run(batch: list[int]) -> list[list[int]]:
+            return greedy_replies(
+                self.model, [token_lists[i] for i in batch], pad_id=self._pad_id(),
+                eos_id=self.tokenizer.eos_token_id, max_new_tokens=self.max_new_tokens,
+                vocab_limit=self.vocab_limit, is_settled=settled,
+            )
+
+        for batch in length_sorted_batches([len(tokens) for tokens in token_lists], self.batch_size):
+            for index, ids in zip(batch, in_halves_on_oom(run, batch)):
+                replies[index] = self.tokenizer.decode(ids, skip_special_tokens=True)
+        self.last_replies = replies
+        return np.eye(3)[[parse_entailment_reply(reply) for reply in replies]]  # (P, 3) one-hot
 
     def describe(self):
         return {
             **super().describe(),
             "model_path": self.model_path,
             "prompt": ENTAILMENT_PROMPT,
+            "prompt_format": self.prompt_format,
             "max_new_tokens": self.max_new_tokens,
             "chat_template": self.uses_chat_template,
             "unparseable_reply": "neutral",
+            "vocab_limit": self.vocab_limit,
+            "dtype": _model_dtype(self.model),
         }
 
 
 def build_judge(kind: str, *, model_path: str | None = None, question_prefix: bool = True, device: str = "cpu",
-                batch_size: int = 32, dtype: str = "float32", use_chat_template: bool = False) -> Judge:
-    """The judge a CLI names: 'exact', 'nli' or 'llm' (the latter two load `model_path`)."""
+                batch_size: int = 32, dtype: str = "float32", use_chat_template: bool = False,
+                cache: JudgeCache | None = None) -> Judge:
+    """The judge a CLI names: 'exact', 'nli' or 'llm' (the latter two load `model_path`; for
+    'llm' a causal-LM folder or an original LLaVA folder, whose language model alone loads)."""
     if kind == "exact":
         if model_path is not None:
             raise ValueError("the exact judge takes no model; drop --judge-model")
@@ -534,10 +657,10 @@ def build_judge(kind: str, *, model_path: str | None = None, question_prefix: bo
         raise ValueError(f"the {kind} judge needs --judge-model (a local model folder)")
     if kind == "nli":
         return NLIJudge.from_pretrained(model_path, device=device, dtype=dtype, question_prefix=question_prefix,
-                                        batch_size=batch_size)
+                                        batch_size=batch_size, cache=cache)
     if kind == "llm":
         if not question_prefix:
             raise ValueError("the llm judge always shows the question in its prompt; drop --no-question-prefix")
         return LLMJudge.from_pretrained(model_path, device=device, dtype=dtype, batch_size=batch_size,
-                                        use_chat_template=use_chat_template)
+                                        use_chat_template=use_chat_template, cache=cache)
     raise ValueError(f"unknown judge {kind!r}: use exact, nli or llm")
