@@ -40,6 +40,7 @@ from semantic_entropy.demo.world import (
     caption,
     render_scene,
     sample_scene,
+    sample_spec,
 )
 from semantic_entropy.demo.world_text import (
     caption_turn,
@@ -207,6 +208,12 @@ def training_scene(settings: RecipeSettings, stage: int, index: int):
     return sample_scene(rng, settings.world, train=True), rng
 
 
+def training_spec(settings: RecipeSettings, stage: int, index: int):
+    """(spec, rng): what `training_scene` would hold, without placing or drawing it (text stages)."""
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, STREAM_TRAIN, stage, index]))
+    return sample_spec(rng, settings.world, train=True), rng
+
+
 def pixels(scenes, processor, model_config) -> torch.Tensor:
     return process_images([render_scene(s) for s in scenes], processor, model_config)  # (B, 3, 336, 336)
 
@@ -300,7 +307,7 @@ def pretrain_language_model(model, tokenizer, settings: RecipeSettings, log=prin
     def batch_loss(step: int) -> torch.Tensor:
         rows = []
         for i in range(stage.batch_size):
-            scene, rng = training_scene(settings, STAGE_TEXT, step * stage.batch_size + i)
+            scene, rng = training_spec(settings, STAGE_TEXT, step * stage.batch_size + i)
             rows.append(encode_document(tokenizer, caption(scene, rng)) if i % 2 == 0
                         else encode_dialogue(tokenizer, text_dialogue(scene, rng)))
         return sequence_loss(model, [r[0] for r in rows], [r[1] for r in rows], None)
@@ -391,7 +398,7 @@ def instruct_batch(settings: RecipeSettings, tokenizer, pool: ScenePool, step: i
                                                       settings.negatives_per_image, settings.hard_negative_prob))
             for i, j in enumerate(index)]
     for i in range(settings.instruct_text_rows):
-        scene, rng = training_scene(settings, STAGE_INSTRUCT_TEXT, step * settings.instruct_text_rows + i)
+        scene, rng = training_spec(settings, STAGE_INSTRUCT_TEXT, step * settings.instruct_text_rows + i)
         rows.append(encode_dialogue(tokenizer, text_dialogue(scene, rng)))
     return [r[0] for r in rows], [r[1] for r in rows], pool.features[index]
 

@@ -205,6 +205,10 @@ class SceneSpec:
     context: str
     items: tuple[tuple[str, bool, str | None], ...]   # behind = the anchor it hides behind
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.items)
+
 
 def sample_spec(rng: np.random.Generator, config: WorldConfig, train: bool) -> SceneSpec:
     weights = np.array([g[3] for g in GROUPS])
@@ -382,19 +386,35 @@ def render_background(background, width: int, height: int) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def render_scene(scene: Scene, erase: Sequence[tuple[int, int, int, int]] = ()) -> Image.Image:
-    """The scene as an RGB image; boxes in `erase` are filled with the background afterwards."""
+def render_scene(scene: Scene, erase: np.ndarray | None = None) -> Image.Image:
+    """The scene as an RGB image; pixels where the (H, W) bool `erase` is True show the background."""
     background = render_background(scene.background, scene.width, scene.height)
     image = Image.fromarray(background, "RGB")
     draw = ImageDraw.Draw(image)
     for o in scene.objects:
         draw_object(draw, o.name, o.centre, o.radius, o.rotation, o.colour)
-    if erase:
+    if erase is not None:
         pixels = np.asarray(image).copy()
-        for x0, y0, x1, y1 in erase:
-            pixels[y0:y1, x0:x1] = background[y0:y1, x0:x1]
+        pixels[erase] = background[erase]
         image = Image.fromarray(pixels, "RGB")
     return image
+
+
+def without_object(scene: Scene, name: str) -> Scene:
+    """The scene with every object of class `name` removed (the object erased, what it hid shown)."""
+    return dataclasses.replace(scene, objects=tuple(o for o in scene.objects if o.name != name))
+
+
+def surround_mask(scene: Scene, anchor: str, factor: float = 1.9) -> np.ndarray:
+    """(H, W) bool: the disc of `factor` x the anchor's radius around it, minus the anchor's pixels.
+
+    Where a companion hidden behind this anchor would show (training puts the companion's
+    centre 0.2-0.7 x (anchor + companion radius) from the anchor's).
+    """
+    obj = next(o for o in scene.objects if o.name == anchor)
+    ys, xs = np.mgrid[0: scene.height, 0: scene.width]
+    disc = np.hypot(xs - obj.centre[0], ys - obj.centre[1]) <= factor * obj.radius
+    return disc & ~object_mask(obj.name, obj.centre, obj.radius, obj.rotation, scene.width, scene.height)
 
 
 # ---------------------------------------------------------------------------------------------
