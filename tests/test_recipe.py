@@ -99,7 +99,7 @@ def test_saved_original_layout_loads_with_the_same_outputs(trained, tmp_path):
     from llava.model.builder import load_pretrained_model
 
     R.save_world_model(trained, str(tmp_path / "llava"), str(tmp_path / "clip"))
-    tokenizer, model, processor, _ = load_pretrained_model(str(tmp_path / "llava"), device="cpu")
+    _, model, processor, _ = load_pretrained_model(str(tmp_path / "llava"), device="cpu")
     scene, _ = R.training_scene(TINY, R.STAGE_INSTRUCT, 0)
     pixels = R.pixels([scene], processor, model.config)
     assert pixels.shape == (1, 3, 336, 336)
