@@ -88,7 +88,7 @@ class RecipeSettings:
     instruct_text_rows: int = 4    # text-only QA rows beside the image rows of an instruction batch
     negatives_per_image: int = 3
     hard_negative_prob: float = 0.15
-    world: WorldConfig = WorldConfig()
+    world: WorldConfig = WorldConfig()  # noqa: RUF009 (frozen: shared safely)
     log_every: int = 25
 
 
