@@ -136,7 +136,6 @@ def test_splits_by_hand():
 
 
 def test_adversarial_split_asks_absent_companions(labels, metadata):
-    present = present_by_image(metadata)
     asked_companion = with_absent = 0
     for record in metadata["images"]:
         if record["absent_companions"]:
