@@ -1,4 +1,4 @@
-"""The acceptance figures of the ShapesPOPE v2 world (issue [world-v2], item 3; see docs/world.md).
+"""The acceptance figures of the ShapesPOPE v2 world (definitions in docs/world.md).
 
 `check_world(model, tokenizer, processor, pope_dir)` returns one dict:
 
