@@ -155,7 +155,10 @@ def question_mechanisms(name: str, label: str, record: dict) -> list[str]:
     >>> rec = {"objects": [{"class": "red circle", "small": False, "occluded": False},
     ...                    {"class": "navy square", "small": True, "occluded": False}]}
     >>> question_mechanisms("blue square", "no", rec), question_mechanisms("navy square", "yes", rec)
-    (['prior', 'lookalike'], ['small', 'lookalike'])
+    (['prior', 'lookalike'], ['small'])
+    >>> rec["objects"].append({"class": "blue square", "small": False, "occluded": True})
+    >>> question_mechanisms("navy square", "yes", rec), question_mechanisms("blue square", "yes", rec)
+    (['small', 'lookalike'], ['occlusion', 'lookalike'])
     """
     present = {o["class"]: o for o in record["objects"]}
     companions, lookalikes = companion_map(), lookalike_map()
