@@ -171,6 +171,11 @@ def test_the_pass_reproduces_grounding_erasure_and_crops_by_hand(probed, tiny_ch
             image_states = states[start : start + 576]
             normed = image_states if layer == num_layers else model.model.language_model.norm(image_states)
             lens = model.lm_head(normed).float().log_softmax(-1)[:, token]
+            last_token = tokenizer_image_token(build_prompt(record["prompt"], "vicuna_v1"), tokenizer)[
+                start + 1 + last]
+            lens_last = model.lm_head(normed).float().log_softmax(-1)[:, last_token]
+            assert fields["grounding"]["logit_lens_last_top"][i] == pytest.approx(lens_last.topk(8).values.tolist(),
+                                                                                  abs=1e-4)
             cos = torch.nn.functional.cosine_similarity(states[object_at][None].float(), image_states.float(), dim=-1)
             assert fields["grounding"]["logit_lens_top"][i] == pytest.approx(lens.topk(8).values.tolist(), abs=1e-4)
             assert fields["grounding"]["similarity_top"][i] == pytest.approx(cos.topk(8).values.tolist(), abs=1e-5)

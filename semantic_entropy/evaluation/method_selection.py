@@ -17,6 +17,7 @@ import numpy as np
 from semantic_entropy.evaluation.metrics import auroc
 from semantic_entropy.probes import answer_grounding as g
 from semantic_entropy.scoring.measures import binary_entropy
+from semantic_entropy.scoring.method_settings import GROUNDING_STATISTICS, TOP_FIELD
 
 TOP_K_CANDIDATES = (1, 4, 16)
 WEIGHT_CANDIDATES = (0.25, 0.5, 1.0, 2.0)
@@ -68,9 +69,9 @@ def grounding_grid(questions: Sequence[ValidationQuestion]) -> list[dict]:
     present = np.array([q.object_present for q in questions])
     layers = sorted(questions[0].probes.logit_lens_top)
     rows = []
-    for statistic, layer, k in itertools.product(("logit_lens", "similarity"), layers, TOP_K_CANDIDATES):
-        tops = [(q.probes.logit_lens_top if statistic == "logit_lens" else q.probes.similarity_top)[layer]
-                for q in questions]
+    statistics = [s for s in GROUNDING_STATISTICS if getattr(questions[0].probes, TOP_FIELD[s])]
+    for statistic, layer, k in itertools.product(statistics, layers, TOP_K_CANDIDATES):
+        tops = [getattr(q.probes, TOP_FIELD[statistic])[layer] for q in questions]
         x = np.array([g.top_k_mean(t, k) for t in tops])
         slope, intercept = fit_calibration(x, present)
         evidence = [g.calibrated_evidence(v, slope, intercept) for v in x]

@@ -200,15 +200,18 @@ def method_batch(model, groups: list[Group], pixel_values: torch.Tensor, crop_pi
     fractions = len(settings.erase_fractions)
     for k, i in enumerate(wanted):
         row, token = image_of[i], inputs[i].object_tokens[2]
-        lens, similarity = [], []
+        last_token = inputs[i].suffix_ids[inputs[i].object_tokens[1]]  # the object's last token
+        lens, lens_last, similarity = [], [], []
         for layer in settings.grounding_layers:
             states = image_states[layer][row]  # (N, D)
             lens.append(top_values(lens_of.log_probs(row, layer, token), settings.top_k))
+            lens_last.append(top_values(lens_of.log_probs(row, layer, last_token), settings.top_k))
             similarity.append(top_values(cosine(object_states[layer][k], states), settings.top_k))
         results[i] = {
             "real_first_token": _yes_no(real[i], yes_ids, no_ids),
             "grounding": {"layers": list(settings.grounding_layers), "object_token_id": token,
-                          "logit_lens_top": lens, "similarity_top": similarity},
+                          "object_last_token_id": last_token, "logit_lens_top": lens,
+                          "logit_lens_last_top": lens_last, "similarity_top": similarity},
             "erased": [{"fraction": f, "hidden_patches": erased_of[k * fractions + j],
                         **_yes_no(erased_logits[k * fractions + j][0].softmax(dim=-1), yes_ids, no_ids)}
                        for j, f in enumerate(settings.erase_fractions)],

@@ -295,11 +295,10 @@ def grounding_evidence(inputs: MeasureInputs) -> float:
     """e: the calibrated evidence that the asked object is in the image (the settings' statistic,
     layer, top-k mean and logistic calibration)."""
     from semantic_entropy.probes import answer_grounding as g
-    from semantic_entropy.scoring.method_settings import method_settings
+    from semantic_entropy.scoring.method_settings import TOP_FIELD, method_settings
 
     chosen = method_settings()["grounding"]
-    probes = inputs.record.method_probes
-    tops = probes.logit_lens_top if chosen["statistic"] == "logit_lens" else probes.similarity_top
+    tops = getattr(inputs.record.method_probes, TOP_FIELD[chosen["statistic"]])
     if chosen["layer"] not in tops:
         raise ValueError(f"{inputs.record.where()}: method_probes has no grounding at layer {chosen['layer']} "
                          f"(has {sorted(tops)}); rerun semantic_entropy.method_probes with --grounding-layers")
