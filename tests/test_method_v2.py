@@ -367,3 +367,29 @@ def test_chooser_finds_the_grounding_that_sees_the_object():
     assert choice["best_published_baseline"] == "glsim"
     assert choice["validation"]["candidate_auroc"]["grounding_disagreement"] > 0.95
     method_settings.validate_settings(choice, "choice")
+
+
+def test_malformed_method_probes_and_settings_are_one_line_errors(tmp_path):
+    from semantic_entropy.sampling.generations_io import GenerationsError
+
+    base = {"question_id": 7, "category": "random", "prompt": "Is there a dog in the image?",
+            "greedy": {"text": "Yes"}, "samples": [{"text": "Yes"}]}
+    good = {"grounding": {"layers": [1], "logit_lens_top": [[-1.0, -2.0]], "similarity_top": [[0.5, 0.1]]},
+            "erased": [{"fraction": 0.1, "yes_mass": 0.5, "no_mass": 0.4}],
+            "crops": [{"box": [0, 0, 1, 1], "yes_mass": 0.3, "no_mass": 0.6}]}
+    parsed = parse_generations_record({**base, "method_probes": good}, "g.jsonl:1").method_probes
+    assert parsed.logit_lens_top == {1: (-1.0, -2.0)} and parsed.erased_masses == {0.1: (0.5, 0.4)}
+    assert parsed.logit_lens_last_top == {}
+    unsorted = json.loads(json.dumps(good))
+    unsorted["grounding"]["similarity_top"] = [[0.1, 0.5]]
+    with pytest.raises(GenerationsError, match=r"g.jsonl:1: question_id 7: .*sorted high to low"):
+        parse_generations_record({**base, "method_probes": unsorted}, "g.jsonl:1")
+    no_crops = {**good, "crops": []}
+    with pytest.raises(GenerationsError, match="crops non-empty"):
+        parse_generations_record({**base, "method_probes": no_crops}, "g.jsonl:1")
+    assert parse_generations_record({**base, "method_probes": None}, "g.jsonl:1").method_probes is None
+    with pytest.raises(ValueError, match=r"s.json: grounding.statistic must be one of"):
+        method_settings.validate_settings({"grounding": {"statistic": "pixels", "layer": 1, "top_k": 1, "slope": 1,
+                                                         "intercept": 0},
+                                           "counterfactual": {"erase_fraction": 0.1, "weight": 1},
+                                           "prior_vauq": {"alpha": 0, "beta": 0}}, "s.json")
