@@ -5,7 +5,8 @@
         --output-md docs/method_v2_tables.md
 
 Each --world names a world and its two eval folders (paired against yes_no_entropy, then against
-the best published baseline of the settings file). Prints, per world, the paired dAUROC with
+the best published baseline of the settings file). p is the two-sided bootstrap p-value,
+unadjusted ("p<1/B": none of the B resamples crossed 0). Prints, per world, the paired dAUROC with
 its 95% interval and p on all questions and the adversarial split against both references, the
 dAUPR and dPRR on all questions, and the yes-answer / no-answer dAUROC, for the three
 candidates and the controls; writes every metrics.json into one file with the settings.
@@ -38,7 +39,8 @@ def cell(split: dict, column: str, metric: str = "auroc") -> str:
     low, high = entry.get("ci_low"), entry.get("ci_high")
     interval = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
     p = entry.get("p_value")
-    return f"{entry['value']:+.3f}{interval}" + (f" p={p:.3f}" if p is not None else "")
+    shown = "" if p is None else " p<1/B" if p == 0 else f" p={p:.3f}"  # 0: no resample crossed 0
+    return f"{entry['value']:+.3f}{interval}{shown}"
 
 
 def auroc_of(split: dict, column: str) -> str:
