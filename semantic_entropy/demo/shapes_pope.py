@@ -548,8 +548,7 @@ def build_metadata(config: ShapesPopeConfig, records: list[dict], splits: dict[s
 
 def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def write_test_set(output_dir: str, config: ShapesPopeConfig) -> dict:

@@ -17,11 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-WORDS = (
-    "is there a an the dog cat car in image yes no not it red blue what of on ? . , : "
-    "entailment contradiction neutral we are evaluating answers to question here two possible "
-    "answer 1 2 does semantically entail respond with or"
-).split()
+WORDS = ["is", "there", "a", "an", "the", "dog", "cat", "car", "in", "image", "yes", "no", "not", "it", "red", "blue", "what", "of", "on", "?", ".", ",", ":", "entailment", "contradiction", "neutral", "we", "are", "evaluating", "answers", "to", "question", "here", "two", "possible", "answer", "1", "2", "does", "semantically", "entail", "respond", "with", "or"]
 
 
 def _word_level_tokenizer(special: Sequence[str], pair_template: bool):

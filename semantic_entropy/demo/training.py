@@ -26,11 +26,24 @@ import torch
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, POPE_ANSWER_SUFFIX
 from llava.conversation import build_prompt, conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
-from llava.model.tiny import (CLIP_PREPROCESSOR, build_tokenizer, prompt_corpus, random_tiny_llava,
-                              save_original_layout, tiny_clip_config, tiny_text_config)
+from llava.model.tiny import (
+    CLIP_PREPROCESSOR,
+    build_tokenizer,
+    prompt_corpus,
+    random_tiny_llava,
+    save_original_layout,
+    tiny_clip_config,
+    tiny_text_config,
+)
+from semantic_entropy.demo.shapes_pope import (
+    CLASS_NAMES,
+    ShapesPopeConfig,
+    TrainingExample,
+    companion_map,
+    make_training_examples,
+    pope_question,
+)
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
-from semantic_entropy.demo.shapes_pope import (CLASS_NAMES, ShapesPopeConfig, TrainingExample, companion_map,
-                                          make_training_examples, pope_question)
 
 CONV_MODE = "vicuna_v1"
 DEFAULT_MODEL_FOLDER = "playground/models/llava-v1.5-shapes-tiny"
