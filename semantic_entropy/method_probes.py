@@ -7,9 +7,9 @@ A later pass (like `semantic_entropy.baseline_probes`). Each POPE question's rec
 `method_probes` field (null for other questions):
 
 - `grounding`: at each grounding layer, the largest logit-lens log-probabilities of the asked
-  object's first token over the image tokens (`logit_lens_top`) and the largest cosine
-  similarities of the object's last token with the image tokens (`similarity_top`), high to
-  low; the measure `grounding_disagreement` reads one of them through a calibration fitted on
+  object's tokens over the image tokens (`logit_lens_top`) and the largest cosine similarities
+  of the object's token states with the image tokens (`similarity_top`), high to low
+  (`semantic_entropy.probes.grounding`); the measure `grounding_disagreement` reads one of them through a calibration fitted on
   a validation world (`semantic_entropy/scoring/method_v2_settings.json`);
 - `erased`: the first-token yes/no mass with the image tokens the object's last token attends
   to most left out, one entry per erased share of the image;

@@ -163,20 +163,20 @@ def test_the_pass_reproduces_grounding_erasure_and_crops_by_hand(probed, tiny_ch
             embeds, mask, start, _ = _full_prompt(model, tokenizer, processor, image, record["prompt"])
             out = model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, output_attentions=True)
         object_at = start + 576 + last  # the object's last token in the full sequence
+        ids = tokenizer_image_token(build_prompt(record["prompt"], "vicuna_v1"), tokenizer)
+        object_ids = ids[start + 1 + first : start + 2 + last]  # the object's tokens in the prompt
         assert fields["real_first_token"]["yes_mass"] == pytest.approx(generation["first_token"]["yes_mass"], abs=1e-5)
-        # grounding: logit lens (final norm, lm_head) and cosine with the object's state, per layer, top 8
+        assert fields["grounding"]["object_token_ids"] == object_ids and object_ids[0] == token
+        # grounding, per layer, top 8: the logit lens (final norm, lm_head) averaged over the object's tokens,
+        # and the cosine of the object's mean token state with each image token
         assert fields["grounding"]["layers"] == list(range(1, num_layers + 1))
         for i, layer in enumerate(fields["grounding"]["layers"]):
             states = out.hidden_states[layer][0]
             image_states = states[start : start + 576]
             normed = image_states if layer == num_layers else model.model.language_model.norm(image_states)
-            lens = model.lm_head(normed).float().log_softmax(-1)[:, token]
-            last_token = tokenizer_image_token(build_prompt(record["prompt"], "vicuna_v1"), tokenizer)[
-                start + 1 + last]
-            lens_last = model.lm_head(normed).float().log_softmax(-1)[:, last_token]
-            assert fields["grounding"]["logit_lens_last_top"][i] == pytest.approx(lens_last.topk(8).values.tolist(),
-                                                                                  abs=1e-4)
-            cos = torch.nn.functional.cosine_similarity(states[object_at][None].float(), image_states.float(), dim=-1)
+            lens = model.lm_head(normed).float().log_softmax(-1)[:, object_ids].mean(-1)
+            object_state = states[start + 576 + first : object_at + 1].float().mean(0)
+            cos = torch.nn.functional.cosine_similarity(object_state[None], image_states.float(), dim=-1)
             assert fields["grounding"]["logit_lens_top"][i] == pytest.approx(lens.topk(8).values.tolist(), abs=1e-4)
             assert fields["grounding"]["similarity_top"][i] == pytest.approx(cos.topk(8).values.tolist(), abs=1e-5)
         # erasure: the object's last token's head-mean attention over layers 10..24 of 32 (= layer 1 of 2),
@@ -379,7 +379,6 @@ def test_malformed_method_probes_and_settings_are_one_line_errors(tmp_path):
             "crops": [{"box": [0, 0, 1, 1], "yes_mass": 0.3, "no_mass": 0.6}]}
     parsed = parse_generations_record({**base, "method_probes": good}, "g.jsonl:1").method_probes
     assert parsed.logit_lens_top == {1: (-1.0, -2.0)} and parsed.erased_masses == {0.1: (0.5, 0.4)}
-    assert parsed.logit_lens_last_top == {}
     unsorted = json.loads(json.dumps(good))
     unsorted["grounding"]["similarity_top"] = [[0.1, 0.5]]
     with pytest.raises(GenerationsError, match=r"g.jsonl:1: question_id 7: .*sorted high to low"):

@@ -9,7 +9,10 @@ A. the real image, prefix-shared: one prefill of each image's prefix (G rows) wi
    question's tokens branch off their image's prefix; it gives the first answer token's
    yes/no mass (a check against stage 1), the object token's hidden states at the grounding
    layers (similarity), and the attention row of the object's last token (the region erased).
-   The logit lens reads the prefill's image states: one lm_head per image and layer.
+   The logit lens reads the prefill's image states: one lm_head over the image tokens per
+   question and layer. Both come from `semantic_entropy.probes.grounding` (`logit_lens`: the
+   mean over the object's tokens of their log-probability through the final norm and the LM
+   head; `patch_similarity`: the cosine of the object's mean token state with each image token).
 B. the object's region erased: one row per question and erased fraction, its prompt with the
    image tokens its object attends to most left out (`answer_rows`), F * Q rows.
 C. crops: one prefill of each image's prefix under each of the C crops (C * G rows), then one
@@ -32,7 +35,7 @@ import torch
 from llava.model.generation import StepRunner
 from semantic_entropy.attention.capture import prompt_layout
 from semantic_entropy.probes.answer_rows import answer_step_logits, image_row
-from semantic_entropy.probes.glsim import cosine
+from semantic_entropy.probes.grounding import logit_lens, patch_similarity
 from semantic_entropy.probes.row_capture import QueryRowCollector, hidden_state_capture, row_capture
 from semantic_entropy.sampling.prefix_groups import Group
 from semantic_entropy.sampling.sampler import Branch, BranchTree, first_token_probs_shared_prefix
@@ -99,33 +102,15 @@ def top_values(values: torch.Tensor, k: int) -> list[float]:
     return values.float().topk(min(k, values.shape[0])).values.tolist()
 
 
-class LogitLens:
-    """Logit-lens log-probabilities of tokens at image positions, lm_head(norm(h_l(p))); the
-    normaliser over the vocabulary is computed once per (image row, layer)."""
-
-    def __init__(self, model, image_states: dict, num_layers: int):
-        self.model, self.image_states, self.num_layers = model, image_states, num_layers  # {layer: (G, N, D)}
-        self.cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def log_probs(self, row: int, layer: int, token_id: int) -> torch.Tensor:
-        """(N,) log softmax(lm_head(norm(h_layer(p))))[token_id]; the last layer's states are normed already."""
-        if (row, layer) not in self.cache:
-            states = self.image_states[layer][row]  # (N, D)
-            normed = states if layer == self.num_layers else self.model.model.language_model.norm(states)
-            logits = self.model.lm_head(normed).float()[:, : self.model.scored_vocab_size]  # (N, V)
-            self.cache[(row, layer)] = (normed, torch.logsumexp(logits, dim=-1))
-        normed, normaliser = self.cache[(row, layer)]
-        return (normed @ self.model.lm_head.weight[token_id]).float() - normaliser
-
-
 def _yes_no(probs: torch.Tensor, yes_ids, no_ids) -> dict:
     return {"yes_mass": float(probs[yes_ids].sum()), "no_mass": float(probs[no_ids].sum())}
 
 
 @torch.inference_mode()
 def _real_image_pass(model, groups, features, inputs, image_of, settings, eos_token_id):
-    """Pass A: (Q, V) first-token probabilities, {layer: (G, N, D)} image states, {layer: (Q', D)} object
-    states, (Q', N) object-token attention over the attention layers, for the Q' questions with an object."""
+    """Pass A: (Q, V) first-token probabilities, {layer: (G, N, D)} image states, {layer: [(n_i, D)]} the
+    object tokens' states, (Q', N) the object's last token's attention over the attention layers, for the
+    Q' questions with an object."""
     num_layers = model.config.text_config.num_hidden_layers
     prefix_ids = [torch.tensor(g.prefix_ids) for g in groups]
     embeds, mask, positions = model.embed_multimodal(prefix_ids, features)  # (G, T, D)
@@ -149,10 +134,10 @@ def _real_image_pass(model, groups, features, inputs, image_of, settings, eos_to
             collector.active = bool(wanted)
             logits, _ = tree.feed(branches)  # (Q, V) at each question's last token
             collector.active = False
-        rows = torch.tensor([image_of[i] for i in wanted], dtype=torch.long)
-        cols = torch.tensor(object_cols, dtype=torch.long)
-        object_states = {layer: hidden[layer][rows.to(embeds.device), cols.to(embeds.device)]
-                         for layer in settings.grounding_layers}  # (Q', D)
+        spans = [(image_of[i], starts[i] + inputs[i].object_tokens[0], starts[i] + inputs[i].object_tokens[1] + 1)
+                 for i in wanted]  # (row, first, last + 1) of each object's tokens within the block
+        object_states = {layer: [hidden[layer][row, a:b] for row, a, b in spans]
+                         for layer in settings.grounding_layers}  # [(n_i, D)] per question
     a, b = settings.attention_layers
     attention = collector.image_attention()[:, a:b].mean(dim=1) if wanted else None  # (Q', N)
     return logits.float().softmax(dim=-1), image_states, object_states, attention, wanted
@@ -195,23 +180,23 @@ def method_batch(model, groups: list[Group], pixel_values: torch.Tensor, crop_pi
     crop_probs = first_token_probs_shared_prefix(model, crop_embeds, crop_mask, crop_positions, suffixes,
                                                  eos_token_id)  # (Q' C, V)
 
-    lens_of = LogitLens(model, image_states, num_layers)
+    unembed = model.lm_head.weight[: model.scored_vocab_size]  # (V, D)
+    norm = model.model.language_model.norm
     results: list = [None] * len(inputs)
     fractions = len(settings.erase_fractions)
     for k, i in enumerate(wanted):
-        row, token = image_of[i], inputs[i].object_tokens[2]
-        last_token = inputs[i].suffix_ids[inputs[i].object_tokens[1]]  # the object's last token
-        lens, lens_last, similarity = [], [], []
+        row, (first, last, _) = image_of[i], inputs[i].object_tokens
+        token_ids = inputs[i].suffix_ids[first : last + 1]  # the object's tokens
+        lens, similarity = [], []
         for layer in settings.grounding_layers:
             states = image_states[layer][row]  # (N, D)
-            lens.append(top_values(lens_of.log_probs(row, layer, token), settings.top_k))
-            lens_last.append(top_values(lens_of.log_probs(row, layer, last_token), settings.top_k))
-            similarity.append(top_values(cosine(object_states[layer][k], states), settings.top_k))
+            normed = states if layer == num_layers else norm(states)  # the last layer's states are normed
+            lens.append(top_values(logit_lens(normed, unembed, torch.tensor(token_ids)), settings.top_k))
+            similarity.append(top_values(patch_similarity(object_states[layer][k], states), settings.top_k))
         results[i] = {
             "real_first_token": _yes_no(real[i], yes_ids, no_ids),
-            "grounding": {"layers": list(settings.grounding_layers), "object_token_id": token,
-                          "object_last_token_id": last_token, "logit_lens_top": lens,
-                          "logit_lens_last_top": lens_last, "similarity_top": similarity},
+            "grounding": {"layers": list(settings.grounding_layers), "object_token_ids": token_ids,
+                          "logit_lens_top": lens, "similarity_top": similarity},
             "erased": [{"fraction": f, "hidden_patches": erased_of[k * fractions + j],
                         **_yes_no(erased_logits[k * fractions + j][0].softmax(dim=-1), yes_ids, no_ids)}
                        for j, f in enumerate(settings.erase_fractions)],

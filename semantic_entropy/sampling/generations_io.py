@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llava.constants import POPE_ANSWER_SUFFIX
 from llava.jsonl_io import JsonlError, iter_jsonl
@@ -385,7 +385,6 @@ def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
 #
 #     "method_probes": {
 #       "grounding": {"layers": [1, 2], "logit_lens_top": [[high to low] per layer],
-#                     "logit_lens_last_top": [[...] per layer, the object's last token],
 #                     "similarity_top": [[high to low] per layer], ...},
 #       "erased": [{"fraction": .1, "yes_mass": ..., "no_mass": ...}, ...],
 #       "crops": [{"box": [l, t, r, b], "yes_mass": ..., "no_mass": ...}, ...], ...}
@@ -394,11 +393,10 @@ def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
 
 @dataclass(frozen=True)
 class MethodProbes:
-    logit_lens_top: dict  # hidden-state index -> (k,) largest logit-lens log-probs of the object's first token
+    logit_lens_top: dict  # hidden-state index -> (k,) largest logit-lens log-probs of the object's tokens
     similarity_top: dict  # hidden-state index -> (k,) largest object-to-image-token cosines, high to low
     erased_masses: dict  # erased share of the image -> (yes_mass, no_mass)
     crop_masses: tuple  # (C,) (yes_mass, no_mass) per crop
-    logit_lens_last_top: dict = field(default_factory=dict)  # as logit_lens_top, the object's last token
 
 
 def _descending(values: tuple[float, ...], what: str, fail) -> tuple[float, ...]:
@@ -416,10 +414,8 @@ def parse_method_probes(raw, fail) -> MethodProbes | None:
     layers = g["layers"]
     if not (isinstance(layers, list) and layers and all(isinstance(x, int) and not isinstance(x, bool) for x in layers)):
         fail(f"method_probes.grounding.layers must be a list of layer indices, got {layers!r}")
-    tops = {"logit_lens_last_top": {}}
-    for key in ("logit_lens_top", "similarity_top", "logit_lens_last_top"):
-        if key not in g:  # logit_lens_last_top is optional
-            continue
+    tops = {}
+    for key in ("logit_lens_top", "similarity_top"):
         if not isinstance(g[key], list) or len(g[key]) != len(layers):
             fail(f"method_probes.grounding.{key} needs one list per layer ({len(layers)})")
         tops[key] = {layer: _descending(_number_list(v, f"method_probes.grounding.{key}[]", fail),
@@ -432,7 +428,6 @@ def parse_method_probes(raw, fail) -> MethodProbes | None:
               for e in raw["erased"]}
     crops = tuple(_parse_yes_no_mass(c, fail, "method_probes.crops[]") for c in raw["crops"])
     return MethodProbes(logit_lens_top=tops["logit_lens_top"], similarity_top=tops["similarity_top"],
-                        logit_lens_last_top=tops["logit_lens_last_top"],
                         erased_masses=erased, crop_masses=crops)
 
 

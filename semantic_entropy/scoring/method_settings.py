@@ -5,9 +5,9 @@ validation world (docs/method.md, "Method v2"), read from a small JSON file in t
 measures read `DEFAULT_SETTINGS_FILE` unless the environment variable METHOD_V2_SETTINGS names
 another file (a model of its own, e.g. LLaVA-1.5-7B, needs its own calibration). Keys:
 
-    grounding:      statistic ("logit_lens" or "logit_lens_last": the logit lens of the object's
-                    first or last token over the image tokens; "similarity": the object's last
-                    token's cosine with the image tokens), layer (hidden-state index),
+    grounding:      statistic ("logit_lens": the logit lens of the object's tokens over the image
+                    tokens; "similarity": the cosine of the object's token states with them;
+                    `semantic_entropy.probes.grounding`), layer (hidden-state index),
                     top_k (values averaged), slope and intercept (e = sigmoid(slope * x + intercept))
     counterfactual: erase_fraction (which erased share a "yes" reads), weight (w)
     prior_vauq:     alpha, beta
@@ -22,8 +22,8 @@ from functools import lru_cache
 
 DEFAULT_SETTINGS_FILE = os.path.join(os.path.dirname(__file__), "method_v2_settings.json")
 ENVIRONMENT_VARIABLE = "METHOD_V2_SETTINGS"
-GROUNDING_STATISTICS = ("logit_lens", "logit_lens_last", "similarity")
-TOP_FIELD = {"logit_lens": "logit_lens_top", "logit_lens_last": "logit_lens_last_top", "similarity": "similarity_top"}
+GROUNDING_STATISTICS = ("logit_lens", "similarity")
+TOP_FIELD = {"logit_lens": "logit_lens_top", "similarity": "similarity_top"}
 REQUIRED = {"grounding": ("statistic", "layer", "top_k", "slope", "intercept"),
             "counterfactual": ("erase_fraction", "weight"), "prior_vauq": ("alpha", "beta")}
 
