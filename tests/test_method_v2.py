@@ -392,3 +392,24 @@ def test_malformed_method_probes_and_settings_are_one_line_errors(tmp_path):
                                                          "intercept": 0},
                                            "counterfactual": {"erase_fraction": 0.1, "weight": 1},
                                            "prior_vauq": {"alpha": 0, "beta": 0}}, "s.json")
+
+
+def test_study_refuses_test_worlds_before_the_validation_choice(tmp_path):
+    """PHASE=test with an unfitted settings file stops before any model runs (the protocol's order)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({**method_settings.method_settings(), "fitted_on": None}))
+    env = {**os.environ, "PHASE": "test", "METHOD_SETTINGS": str(settings), "PYTHON": sys.executable,
+           "OUTPUT_DIR": str(tmp_path / "out")}
+    done = subprocess.run(["bash", "scripts/method_study.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "was not fitted on a validation world" in done.stderr
+    assert not (tmp_path / "out" / "test_shipped").exists()
+    bad = subprocess.run(["bash", "scripts/method_study.sh"], cwd=REPO_ROOT, env={**env, "PHASE": "tests"},
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip() == "PHASE must be validation, test or all, got tests"
