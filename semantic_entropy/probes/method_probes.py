@@ -191,7 +191,8 @@ def method_batch(model, groups: list[Group], pixel_values: torch.Tensor, crop_pi
         for layer in settings.grounding_layers:
             states = image_states[layer][row]  # (N, D)
             normed = states if layer == num_layers else norm(states)  # the last layer's states are normed
-            lens.append(top_values(logit_lens(normed, unembed, torch.tensor(token_ids)), settings.top_k))
+            lens.append(top_values(logit_lens(normed, unembed, torch.tensor(token_ids, device=unembed.device)),
+                                  settings.top_k))
             similarity.append(top_values(patch_similarity(object_states[layer][k], states), settings.top_k))
         results[i] = {
             "real_first_token": _yes_no(real[i], yes_ids, no_ids),
