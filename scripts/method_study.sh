@@ -48,6 +48,7 @@ VAUQ_SETTING=${VAUQ_SETTING:-}            # VAUQ's published (ratio, alpha): MMV
 VL_SETTING=${VL_SETTING:-}                # VL-Uncertainty's published (radii, temperature): MMVet, MMMU, ...; empty = default
 METHOD_ARGS=${METHOD_ARGS:-}              # extra flags of semantic_entropy.method_probes (e.g. --grounding-layers 8,16,24)
 COMBINED_FEATURES=${COMBINED_FEATURES:-yes_no_entropy,semantic_entropy,visual_contrast_noise,image_independence_mean,image_independence_blur,image_independence_noise,image_independence_mask_attended,image_independence_mask_random,wording_perturbation_yes_no_entropy}
+PARALLEL=${PARALLEL:-0}                    # 1 = the two test worlds run side by side (two processes)
 PYTHON=${PYTHON:-python}
 # ---------------------------------------------------------------------------------------------
 
@@ -160,16 +161,30 @@ if [ "$PHASE" != validation ]; then
     worlds=(--world "validation=$VAL_RUN/eval_vs_entropy,$VAL_RUN/eval_vs_baseline")
     [ -e "$VAL_RUN/eval_vs_baseline/metrics.json" ] || worlds=()
     TEST_RUN="$OUTPUT_DIR/test_shipped"
-    run_passes "$POPE_DIR" "$IMAGE_FOLDER" "$TEST_RUN"
-    score_and_evaluate "$POPE_DIR" "$TEST_RUN" "$METHOD_SETTINGS" "Shipped test world ($(basename "$POPE_DIR"))"
-    worlds+=(--world "test_shipped=$TEST_RUN/eval_vs_entropy,$TEST_RUN/eval_vs_baseline")
-    if [ "$TEST2_POPE_DIR" != none ]; then
+    TEST2_RUN="$OUTPUT_DIR/test_second"
+    test_shipped() {
+        run_passes "$POPE_DIR" "$IMAGE_FOLDER" "$TEST_RUN"
+        score_and_evaluate "$POPE_DIR" "$TEST_RUN" "$METHOD_SETTINGS" "Shipped test world ($(basename "$POPE_DIR"))"
+    }
+    test_second() {
         [ "$SHAPES" = 1 ] && make_world "$TEST2_POPE_DIR" "$TEST2_SEED"
-        TEST2_RUN="$OUTPUT_DIR/test_second"
         run_passes "$TEST2_POPE_DIR" "$TEST2_POPE_DIR/images" "$TEST2_RUN"
         score_and_evaluate "$TEST2_POPE_DIR" "$TEST2_RUN" "$METHOD_SETTINGS" "Second test world ($(basename "$TEST2_POPE_DIR"))"
-        worlds+=(--world "test_second=$TEST2_RUN/eval_vs_entropy,$TEST2_RUN/eval_vs_baseline")
+    }
+    if [ "$TEST2_POPE_DIR" = none ]; then
+        test_shipped
+    elif [ "$PARALLEL" = 1 ]; then  # the two test worlds side by side (two processes)
+        mkdir -p "$OUTPUT_DIR"
+        test_shipped > "$OUTPUT_DIR/test_shipped.log" 2>&1 & shipped=$!
+        test_second > "$OUTPUT_DIR/test_second.log" 2>&1 & second=$!
+        wait "$shipped" || { echo "shipped test world failed: $OUTPUT_DIR/test_shipped.log" >&2; exit 1; }
+        wait "$second" || { echo "second test world failed: $OUTPUT_DIR/test_second.log" >&2; exit 1; }
+    else
+        test_shipped
+        test_second
     fi
+    worlds+=(--world "test_shipped=$TEST_RUN/eval_vs_entropy,$TEST_RUN/eval_vs_baseline")
+    [ "$TEST2_POPE_DIR" = none ] || worlds+=(--world "test_second=$TEST2_RUN/eval_vs_entropy,$TEST2_RUN/eval_vs_baseline")
     "$PYTHON" scripts/method_v2_table.py "${worlds[@]}" --settings "$METHOD_SETTINGS" \
         --output-json "$OUTPUT_DIR/method_v2_metrics.json" --output-md "$OUTPUT_DIR/method_v2_tables.md"
     echo "full tables (every split and metric): $TEST_RUN/eval_vs_entropy/metrics.md, $TEST_RUN/eval_vs_baseline/metrics.md"
