@@ -66,7 +66,7 @@ def pointing_targets(metadata: dict) -> dict:
 
 def asked_class(question_text: str) -> str | None:
     """The ShapesPOPE class a question asks about, or None."""
-    from semantic_entropy.demo.shapes_pope import class_from_question
+    from semantic_entropy.demo.world import class_from_question
 
     try:
         return class_from_question(question_text.split("\n")[0])

@@ -151,10 +151,12 @@ class WorldConfig:
     train_alone_prob: float = 0.03        # a group shows its companion without the anchor
     train_occluded_prob: float = 0.5      # a present companion sits partly behind its anchor
     # Test scenes: absent companions, anchors with nothing behind.
-    test_companion_prob: float = 0.5
+    test_companion_prob: float = 0.75
     test_occluded_prob: float = 0.3       # a present companion behind its anchor (hard to see)
     lookalike_prob: float = 0.35          # one look-alike distractor joins the scene
+    test_lookalike_prob: float = 0.15     # the same in test scenes
     small_prob: float = 0.25              # an object (not an anchor hiding a companion) is small
+    test_small_prob: float = 0.25         # the same in test scenes
     # Rendering.
     min_side: int = 200
     max_side: int = 320
@@ -215,20 +217,21 @@ def sample_spec(rng: np.random.Generator, config: WorldConfig, train: bool) -> S
     n_groups = 2 if rng.random() < config.two_groups_prob else 1
     picked = rng.choice(len(GROUPS), size=n_groups, replace=False, p=weights / weights.sum())
     context = GROUPS[int(picked[0])][2]
+    small_prob = config.small_prob if train else config.test_small_prob
     items: list[tuple[str, bool, str | None]] = []
     for g in picked:
         anchor, companion, _, _ = GROUPS[int(g)]
         if train and rng.random() < config.train_alone_prob:
-            items.append((companion, rng.random() < config.small_prob, None))
+            items.append((companion, rng.random() < small_prob, None))
             continue
         keep = rng.random() < (config.train_companion_prob if train else config.test_companion_prob)
         behind = keep and rng.random() < (config.train_occluded_prob if train else config.test_occluded_prob)
-        items.append((anchor, (not behind) and rng.random() < config.small_prob, None))
+        items.append((anchor, (not behind) and rng.random() < small_prob, None))
         if keep:
-            items.append((companion, (not behind) and rng.random() < config.small_prob, anchor if behind else None))
-    if rng.random() < config.lookalike_prob:
+            items.append((companion, (not behind) and rng.random() < small_prob, anchor if behind else None))
+    if rng.random() < (config.lookalike_prob if train else config.test_lookalike_prob):
         names = list(LOOKALIKES)
-        items.append((names[int(rng.integers(len(names)))], rng.random() < config.small_prob, None))
+        items.append((names[int(rng.integers(len(names)))], rng.random() < small_prob, None))
     return SceneSpec(context, tuple(items))
 
 

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -290,7 +289,8 @@ def error_mix(answered: dict, mechanisms: dict) -> dict:
 
 
 def folder_size_mb(model_path: str) -> float:
-    config = json.load(open(os.path.join(model_path, "config.json")))
+    with open(os.path.join(model_path, "config.json")) as f:
+        config = json.load(f)
     folders = [model_path]
     tower = config.get("mm_vision_tower")
     if tower and os.path.isdir(os.path.join(model_path, tower)):
@@ -320,7 +320,8 @@ def criteria(fig: dict) -> dict:
 
 
 def check_world(model, tokenizer, processor, pope_dir: str, model_path: str | None = None) -> dict:
-    metadata = json.load(open(os.path.join(pope_dir, "metadata.json")))
+    with open(os.path.join(pope_dir, "metadata.json")) as f:
+        metadata = json.load(f)
     config = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in metadata["config"].items()})
     scenes = dict(zip((r["image"] for r in metadata["images"]), generate_test_scenes(config)))
     records = {r["image"]: r for r in metadata["images"]}
@@ -369,4 +370,3 @@ def format_figures(fig: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["check_world", "criteria", "dataclasses", "format_figures", "text_prior_pairs"]

@@ -108,11 +108,12 @@ def partial_caption(names: Sequence[str], context: str | None) -> str:
     return f"A {context} scene with {name_list(names)}." if names else f"A {context} scene."
 
 
-def text_dialogue(scene: Scene, rng: np.random.Generator, questions: int = 3) -> list[tuple[str, str]]:
-    """Text-only QA: a caption naming part of the scene, then questions answered from the whole scene.
+def text_dialogue(scene, rng: np.random.Generator, questions: int = 3) -> list[tuple[str, str]]:
+    """Text-only QA: a caption naming part of a scene, then questions answered from the whole scene.
 
-    The first question asks about a class not named in the caption: present (a hidden part
-    of the scene) or absent, so the answer follows the scene statistics given the caption.
+    Asked first are the usual companions of the named classes (present or not: the answer
+    follows the co-occurrence statistics), then the other unnamed classes of the scene and
+    absent ones in a random order.
     """
     present = list(dict.fromkeys(scene.names))
     shown = [present[int(i)] for i in rng.permutation(len(present))[: int(rng.integers(1, len(present) + 1))]]
@@ -120,11 +121,14 @@ def text_dialogue(scene: Scene, rng: np.random.Generator, questions: int = 3) ->
         shown = shown[:-1]
     context = scene.context if rng.random() < 0.5 else None
     text = partial_caption(shown, context)
-    hidden = [n for n in present if n not in shown]
-    absent = [n for n in CLASS_NAMES if n not in present]
-    pool = hidden + [absent[int(i)] for i in rng.permutation(len(absent))[:questions]]
-    asked = [pool[int(i)] for i in rng.permutation(len(pool))[:questions]]
+    companions = companion_map()
+    first = [c for n in shown for c in companions[n] if c not in shown]
+    hidden = [n for n in present if n not in shown and n not in first]
+    absent = [n for n in CLASS_NAMES if n not in present and n not in first]
+    rest = hidden + [absent[int(i)] for i in rng.permutation(len(absent))[:questions]]
+    asked = (first + [rest[int(i)] for i in rng.permutation(len(rest))])[:questions]
     turns = [yes_no_turn(rng, n, n in present, 0.5) for n in asked]
+    turns = [turns[int(i)] for i in rng.permutation(len(turns))]
     return [(text + "\n" + turns[0][0], turns[0][1])] + turns[1:]
 
 
