@@ -134,6 +134,13 @@ score_and_evaluate() {  # score_and_evaluate POPE_DIR RUN_DIR SETTINGS TITLE: st
             --answers-file "$run/answers.jsonl" "${labels[@]}" --output-dir "$folder" --bootstrap "$BOOTSTRAP" \
             --compare-to "$reference" --title "$title, paired against $reference" --print none
     done
+    for reference in cv_p_yes_logistic cv_logistic; do  # the candidates paired against the controls
+        "$PYTHON" -m semantic_entropy.eval_auroc --uncertainty-file "$run/uncertainty_exact_final.jsonl" \
+            --answers-file "$run/answers.jsonl" "${labels[@]}" --output-dir "$run/eval_vs_$reference" \
+            --bootstrap "$BOOTSTRAP" --compare-to "$reference" --no-plots --print none \
+            --measures counterfactual_disagreement grounding_disagreement prior_vauq yes_no_entropy \
+            cv_p_yes_logistic cv_logistic
+    done
 }
 
 VAL_RUN="$OUTPUT_DIR/validation"

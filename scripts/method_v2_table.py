@@ -9,7 +9,9 @@ the best published baseline of the settings file). p is the two-sided bootstrap 
 unadjusted ("p<1/B": none of the B resamples crossed 0). Prints, per world, the paired dAUROC with
 its 95% interval and p on all questions and the adversarial split against both references, the
 dAUPR and dPRR on all questions, and the yes-answer / no-answer dAUROC, for the three
-candidates and the controls; writes every metrics.json into one file with the settings.
+candidates and the controls; writes every metrics.json into one file with the settings (and,
+when present beside them, the eval_vs_cv_p_yes_logistic and eval_vs_cv_logistic folders: the
+candidates paired against the controls).
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from llava.jsonl_io import write_json_atomic  # noqa: E402
-
+CONTROLS = ("cv_p_yes_logistic", "cv_logistic")  # eval_vs_<control> folders beside the two evaluations
 ROWS = ("grounding_disagreement", "counterfactual_disagreement", "prior_vauq", "grounding_disagreement_term",
         "counterfactual_term", "cv_p_yes_isotonic", "cv_p_yes_logistic", "cv_logistic")
 
@@ -89,8 +90,14 @@ def main(argv=None) -> None:
             with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
                 reports.append(json.load(handle))
         combined["worlds"][name] = {"vs_yes_no_entropy": reports[0], f"vs_{baseline}": reports[1]}
+        for control in CONTROLS:  # the candidates paired against the controls, when evaluated
+            path = os.path.join(os.path.dirname(os.path.abspath(entropy_dir)), f"eval_vs_{control}", "metrics.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    combined["worlds"][name][f"vs_{control}"] = json.load(handle)
         tables.append(world_table(name, reports[0], reports[1], baseline))
-    write_json_atomic(args.output_json, combined)
+    with open(args.output_json, "w", encoding="utf-8") as handle:
+        json.dump(combined, handle, separators=(",", ":"))
     text = "\n".join(tables)
     with open(args.output_md, "w", encoding="utf-8") as handle:
         handle.write(text)
