@@ -34,8 +34,8 @@ LN2 = math.log(2)
 def p_yes(mass: tuple[float, float]) -> float:
     """yes / (yes + no) of a (yes mass, no mass) pair.
 
-    >>> p_yes((0.6, 0.2))
-    0.75
+    >>> p_yes((0.375, 0.125)), round(p_yes((0.6, 0.2)), 12)
+    (0.75, 0.75)
     """
     yes, no = mass
     if not (yes >= 0 and no >= 0) or yes + no <= 0:
@@ -90,7 +90,7 @@ def grounding_disagreement(mass: tuple[float, float], answer: str, evidence: flo
 def counterfactual_yes(answer: str, erased_mass: tuple[float, float], crop_masses: Sequence[tuple[float, float]]) -> float:
     """c: p(yes) with the object's region erased for a "yes"; the largest p(yes) over the crops for a "no".
 
-    >>> counterfactual_yes("yes", (0.3, 0.1), [(0.9, 0.1)]), counterfactual_yes("no", (0.3, 0.1), [(0.2, 0.8), (0.6, 0.4)])
+    >>> counterfactual_yes("yes", (0.375, 0.125), [(0.9, 0.1)]), counterfactual_yes("no", (0.75, 0.25), [(0.2, 0.8), (0.6, 0.4)])
     (0.75, 0.6)
     """
     _check_answer(answer)
@@ -120,7 +120,7 @@ def counterfactual_disagreement(mass: tuple[float, float], answer: str, erased_m
 def answer_prior(prior_mass: tuple[float, float], answer: str) -> float:
     """pi_a: the no-image prior's renormalised probability of the answer given.
 
-    >>> answer_prior((0.6, 0.2), "yes"), answer_prior((0.6, 0.2), "no")
+    >>> answer_prior((0.375, 0.125), "yes"), answer_prior((0.375, 0.125), "no")
     (0.75, 0.25)
     """
     _check_answer(answer)
