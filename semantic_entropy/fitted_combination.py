@@ -11,6 +11,9 @@ so neither the question nor its image was seen in fitting. U2 is U with the scor
 (`scores[<name>]` = out-of-fold P(wrong)); `eval_auroc` reads it like any uncertainty file,
 so the fitted score sits beside the training-free ones. U2.summary.json holds the features,
 the folds and each fold's coefficients.
+
+`--by-answer` fits one model per greedy answer direction; with `--features p_no --model
+isotonic` (or logistic) it is the control "the best function of p(yes) alone" of docs/method.md.
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (split by image)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image-to-fold assignment")
     parser.add_argument("--name", default="cv_logistic", help="name of the combined score")
+    parser.add_argument("--by-answer", action="store_true",
+                        help="fit one model per greedy answer direction (yes / no), e.g. the p(yes)-only control")
+    parser.add_argument("--model", choices=("logistic", "isotonic"), default="logistic",
+                        help="logistic regression, or (one feature, with --by-answer) isotonic regression")
     args = parser.parse_args(argv)
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not features:
         raise ValueError("--features lists no score")
     summary = combine(args.uncertainty_file, args.answers_file, args.annotation_dir, args.question_file, features,
-                      args.output_file, args.folds, args.seed, args.name)
+                      args.output_file, args.folds, args.seed, args.name, args.by_answer, args.model)
     print(json.dumps({k: v for k, v in summary.items() if k != "fold_models"}))
     print(f"wrote {args.output_file} and {args.output_file}.summary.json")
     return summary

@@ -418,3 +418,56 @@ def test_relations_hold_on_demo_generations(tmp_path):
     questions.write_text("".join((data / "llava_pope_test.jsonl").read_text().splitlines(keepends=True)[:12]))
     generations = stage1_generations(model, questions, data / "images", tmp_path)
     check_relations_on_generations(generations, tmp_path)
+
+
+# ------------------------------------------------------------------ method v2 inside LM-Polygraph
+
+METHOD_V2 = ("grounding_disagreement", "counterfactual_disagreement", "prior_vauq")
+
+
+def _probe_fields(k):
+    """A record's method-v2 and baseline-pass fields, different for each k."""
+    return {
+        "method_probes": {
+            "grounding": {"layers": [1, 2], "logit_lens_top": [[-1.0 - k, -2.0 - k], [-0.5, -3.0]],
+                          "similarity_top": [[0.9 - 0.2 * k, 0.5 - 0.2 * k], [0.4, 0.1]]},
+            "erased": [{"fraction": 0.1, "yes_mass": 0.6 - 0.1 * k, "no_mass": 0.3}],
+            "crops": [{"box": [0, 0, 0.5, 0.5], "yes_mass": 0.2 + 0.1 * k, "no_mass": 0.7},
+                      {"box": [0.5, 0.5, 1, 1], "yes_mass": 0.5, "no_mass": 0.5 - 0.1 * k}]},
+        "baseline_probes": {
+            "vauq": {"alpha": 0.6, "entropies": [0.5, 0.1 * k], "masked_entropies": [0.9, 0.3],
+                     "no_image_entropies": [0.2, 0.2]},
+            "attention_ratio": {"layer_image_shares": [0.1, 0.2], "layers": [0, 1]}, "glsim": None,
+            "no_image": {"yes_mass": 0.2 + 0.2 * k, "no_mass": 0.7}, "vl_uncertainty": None}}
+
+
+def test_ue_manager_computes_the_method_v2_scores_as_stage_2_does(tmp_path, monkeypatch):
+    from semantic_entropy.scoring.method_settings import ENVIRONMENT_VARIABLE
+
+    settings = {"fitted_on": "test", "grounding": {"statistic": "logit_lens", "layer": 1, "top_k": 2, "slope": 1.5,
+                                                   "intercept": 2.0},
+                "counterfactual": {"erase_fraction": 0.1, "weight": 0.5}, "prior_vauq": {"alpha": 0.3, "beta": 0.5}}
+    (tmp_path / "s.json").write_text(json.dumps(settings))
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, str(tmp_path / "s.json"))
+    generations = write_generations(tmp_path / "g.jsonl", RECORDS)
+    lines = [{**json.loads(line), **_probe_fields(k)} for k, line in enumerate(open(generations))]
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    output = tmp_path / "u.jsonl"
+    assert compute_se_main(["--generations-file", generations, "--output-file", str(output), "--measures",
+                            *METHOD_V2]) == 0
+    expected = {row["question_id"]: row["scores"] for row in read_jsonl(str(output))}
+    assert all(set(METHOD_V2) <= set(scores) for scores in expected.values())
+
+    factory = FactoryEstimator()
+    estimators = [factory("semantic_entropy.polygraph.estimators", {"measure": name}) for name in METHOD_V2]
+    assert estimators[0].stats_dependencies == ["first_token_yes_no_mass", "llava_greedy", "llava_method_probes"]
+    container = pe.calculator_container(pe.GenerationsStatCalculator, {"generations_file": generations})
+    manager = UEManager(pe.replay_dataset(generations, batch_size=2), None, estimators,
+                        BuilderEnvironmentStatCalculator(None), [container], [], [], [],
+                        ignore_exceptions=False, verbose=False)
+    manager()
+    for name in METHOD_V2:
+        np.testing.assert_allclose(manager.estimations["sequence", name], [expected[q][name] for q in (1, 2, 3)],
+                                   atol=TOL, err_msg=name)
+    # the default estimator is the study's winner (docs/method.md)
+    assert pe.RegistryMeasureEstimator().measure.name == pe.DEFAULT_MEASURE

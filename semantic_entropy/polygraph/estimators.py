@@ -22,6 +22,12 @@ Loadable by LM-Polygraph's factories from this module's path:
   whitebox model and the input prompts (one forward pass; softmax of the untempered logits at
   the last prompt position, summed over the tokenizer's yes / no pieces), so yes_no_entropy runs
   in LM-Polygraph's own pipeline on any causal LM it wraps.
+- The vision-aware measures read the later passes' fields as two statistics,
+  `llava_method_probes` (semantic_entropy.method_probes: grounding_disagreement,
+  counterfactual_disagreement) and `llava_baseline_probes` (semantic_entropy.baseline_probes:
+  the published detectors and prior_vauq), which `GenerationsStatCalculator` supplies when every
+  record of the batch has them. The method-v2 measures read the settings file of
+  `semantic_entropy.scoring.method_settings`, as stage 2 does.
 """
 
 from __future__ import annotations
@@ -36,19 +42,29 @@ from lm_polygraph.utils.factory_stat_calculator import StatCalculatorContainer
 
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.generations_io import (
+    ANSWER_COUNTERFACTUALS,
+    ANSWER_IMAGE_ATTENTION,
     FIRST_TOKEN_YES_NO_MASS,
+    GLSIM_SIMILARITIES,
     GREEDY_TEXT,
     GREEDY_TOKEN_ENTROPIES,
     GREEDY_TOKEN_LOGPROBS,
+    NO_IMAGE_YES_NO_MASS,
+    OBJECT_GROUNDING,
     P_TRUE,
     SAMPLE_TEXTS,
     SAMPLE_TOKEN_LOGPROBS,
+    VAUQ_ENTROPIES,
+    VL_UNCERTAINTY_PAIRS,
     QuestionGenerations,
     iter_generations,
 )
 from semantic_entropy.scoring.judges import Judge, build_judge
 from semantic_entropy.polygraph.adapter import SEMANTIC_STATISTICS, polygraph_statistics, stack_statistics
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, USES_NOTHING, MeasureInputs, score_name
+
+# The default measure of RegistryMeasureEstimator: the method-v2 study's winner (docs/method.md, "Method v2").
+DEFAULT_MEASURE = "yes_no_entropy"
 
 # Our statistics, one entry per batch item.
 YES_NO_MASS = "first_token_yes_no_mass"  # (yes_mass, no_mass)
@@ -57,6 +73,8 @@ GREEDY = "llava_greedy"  # generations_io.Answer or None
 P_TRUE_PROBABILITY = "llava_p_true"  # P(True), a probability (LM-Polygraph's `p_true` is its log)
 JUDGEMENTS = "llava_judgements"  # judges.Judgement of the samples (and the greedy answer)
 JUDGE_SETTINGS = "llava_judge_settings"  # {"judge", "strict", "question_prefix"}: one per batch
+METHOD_PROBES = "llava_method_probes"  # generations_io.MethodProbes (semantic_entropy.method_probes's field)
+BASELINE_PROBES = "llava_baseline_probes"  # generations_io.BaselineProbes (semantic_entropy.baseline_probes's field)
 
 STATISTIC_OF_FIELD = {
     FIRST_TOKEN_YES_NO_MASS: YES_NO_MASS,
@@ -66,8 +84,16 @@ STATISTIC_OF_FIELD = {
     GREEDY_TOKEN_LOGPROBS: GREEDY,
     GREEDY_TOKEN_ENTROPIES: GREEDY,
     P_TRUE: P_TRUE_PROBABILITY,
+    OBJECT_GROUNDING: METHOD_PROBES,
+    ANSWER_COUNTERFACTUALS: METHOD_PROBES,
+    VAUQ_ENTROPIES: BASELINE_PROBES,
+    NO_IMAGE_YES_NO_MASS: BASELINE_PROBES,
+    ANSWER_IMAGE_ATTENTION: BASELINE_PROBES,
+    GLSIM_SIMILARITIES: BASELINE_PROBES,
+    VL_UNCERTAINTY_PAIRS: BASELINE_PROBES,
 }
-OUR_STATISTICS = [YES_NO_MASS, SAMPLES, GREEDY, P_TRUE_PROBABILITY, JUDGEMENTS, JUDGE_SETTINGS]
+OUR_STATISTICS = [YES_NO_MASS, SAMPLES, GREEDY, P_TRUE_PROBABILITY, JUDGEMENTS, JUDGE_SETTINGS, METHOD_PROBES,
+                  BASELINE_PROBES]
 ADAPTER_STATISTICS = [
     "greedy_texts", "greedy_log_likelihoods", "greedy_tokens", "entropy", "sample_texts", "sample_log_probs",
     "sample_log_likelihoods", "sample_tokens", "p_true", *sorted(SEMANTIC_STATISTICS),
@@ -88,10 +114,11 @@ def records_from_statistics(stats: Mapping, batch_size: int) -> list[QuestionGen
         QuestionGenerations(
             question_id=i, category=None, prompt="", greedy=greedy, samples=tuple(samples or ()),
             yes_no_mass=None if mass is None else (float(mass[0]), float(mass[1])),
-            p_true=p_true, source="lm_polygraph batch",
+            p_true=p_true, source="lm_polygraph batch", method_probes=method, baseline_probes=baselines,
         )
-        for i, (greedy, samples, mass, p_true) in enumerate(
-            zip(column(GREEDY), column(SAMPLES), column(YES_NO_MASS), column(P_TRUE_PROBABILITY))
+        for i, (greedy, samples, mass, p_true, method, baselines) in enumerate(
+            zip(column(GREEDY), column(SAMPLES), column(YES_NO_MASS), column(P_TRUE_PROBABILITY),
+                column(METHOD_PROBES), column(BASELINE_PROBES))
         )
     ]
 
@@ -103,7 +130,7 @@ class RegistryMeasureEstimator(Estimator):
     must have been made with them (checked against the `llava_judge_settings` statistic).
     """
 
-    def __init__(self, measure: str = "yes_no_entropy", judge: str = "exact", strict: bool = True,
+    def __init__(self, measure: str = DEFAULT_MEASURE, judge: str = "exact", strict: bool = True,
                  question_prefix: bool | None = None):
         if measure not in MEASURES_BY_NAME:
             raise ValueError(f"unknown measure {measure!r}; known: {list(MEASURES_BY_NAME)}")
@@ -161,6 +188,10 @@ def our_statistics(records: Sequence[QuestionGenerations], judge: Judge, strict:
         stats[YES_NO_MASS] = [r.yes_no_mass for r in records]
     if all(r.p_true is not None for r in records):
         stats[P_TRUE_PROBABILITY] = [r.p_true for r in records]
+    if all(r.method_probes is not None for r in records):
+        stats[METHOD_PROBES] = [r.method_probes for r in records]
+    if all(r.baseline_probes is not None for r in records):
+        stats[BASELINE_PROBES] = [r.baseline_probes for r in records]
     return stats
 
 

@@ -27,7 +27,8 @@ def rephrased_suffixes(question_id, text: str, prefix_ids: list[int], tokenizer,
     return suffixes
 
 
-def _object_positions(question_id, text: str, conv_mode: str, tokenizer):
+def object_tokens_of(question_id, text: str, conv_mode: str, tokenizer):
+    """glsim.object_positions of a question; an untokenizable object names its question_id."""
     try:
         return glsim.object_positions(text, conv_mode, tokenizer)
     except ValueError as error:
@@ -48,7 +49,7 @@ def question_inputs(record: dict, prefix_ids: list[int], suffix_ids: list[int], 
         suffix_ids=suffix_ids,
         answer_ids=list(answer_ids),
         no_image_ids=tokenizer_image_token(no_image_prompt(text, conv_mode), tokenizer, IMAGE_TOKEN_INDEX),
-        object_tokens=_object_positions(record["question_id"], text, conv_mode, tokenizer),
+        object_tokens=object_tokens_of(record["question_id"], text, conv_mode, tokenizer),
         rephrased_suffixes=rephrased_suffixes(record["question_id"], text, prefix_ids, tokenizer, conv_mode),
     )
 

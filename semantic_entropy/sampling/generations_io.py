@@ -14,6 +14,9 @@
         "baseline_probes": {...},                                (optional,
              semantic_entropy.baseline_probes: the published detectors' inputs, see
              `parse_baseline_probes`)
+        "method_probes": {...} or null,                         (optional,
+             semantic_entropy.method_probes: the method-v2 scores' inputs, see
+             `parse_method_probes`)
         "sampling": {...}, "model_id": "..."}
 
    ANSWER = {"text": str, "token_ids": [int], "token_logprobs": [float],
@@ -61,6 +64,9 @@ GLSIM_SIMILARITIES = "glsim_similarities"
 NO_IMAGE_YES_NO_MASS = "no_image_yes_no_mass"
 VL_UNCERTAINTY_PAIRS = "vl_uncertainty_pairs"
 VL_BLUR_ONLY_PAIRS = "vl_blur_only_pairs"  # baseline_probes --vl-blur-only-ablation
+# The method-v2 scores' inputs (semantic_entropy.method_probes).
+OBJECT_GROUNDING = "object_grounding"
+ANSWER_COUNTERFACTUALS = "answer_counterfactuals"
 
 
 def image_variant_field(variant: str) -> str:
@@ -112,6 +118,7 @@ class QuestionGenerations:
     question_variant_masses: dict | None = None  # rewording -> (yes_mass, no_mass) with that question wording
     source: str = "?"  # "file:line" or "file[key]", for messages
     baseline_probes: "BaselineProbes | None" = None  # semantic_entropy.baseline_probes's field
+    method_probes: "MethodProbes | None" = None  # semantic_entropy.method_probes's field
 
     @property
     def question(self) -> str:
@@ -141,6 +148,8 @@ class QuestionGenerations:
             fields.add(question_variant_field(rewording))
         if self.baseline_probes is not None:
             fields |= self.baseline_probes.available_fields()
+        if self.method_probes is not None:
+            fields |= {OBJECT_GROUNDING, ANSWER_COUNTERFACTUALS}
         return frozenset(fields)
 
     def where(self) -> str:
@@ -376,6 +385,57 @@ def parse_baseline_probes(raw, fail) -> BaselineProbes | None:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# The method-v2 scores' inputs (semantic_entropy.method_probes): per POPE question,
+#
+#     "method_probes": {
+#       "grounding": {"layers": [1, 2], "logit_lens_top": [[high to low] per layer],
+#                     "similarity_top": [[high to low] per layer], ...},
+#       "erased": [{"fraction": .1, "yes_mass": ..., "no_mass": ...}, ...],
+#       "crops": [{"box": [l, t, r, b], "yes_mass": ..., "no_mass": ...}, ...], ...}
+#     or null (not a POPE question: the measures are skipped)
+
+
+@dataclass(frozen=True)
+class MethodProbes:
+    logit_lens_top: dict  # hidden-state index -> (k,) largest logit-lens log-probs of the object's tokens
+    similarity_top: dict  # hidden-state index -> (k,) largest object-to-image-token cosines, high to low
+    erased_masses: dict  # erased share of the image -> (yes_mass, no_mass)
+    crop_masses: tuple  # (C,) (yes_mass, no_mass) per crop
+
+
+def _descending(values: tuple[float, ...], what: str, fail) -> tuple[float, ...]:
+    if not values or any(a < b for a, b in zip(values, values[1:])):
+        fail(f"{what} must be a non-empty list sorted high to low")
+    return values
+
+
+def parse_method_probes(raw, fail) -> MethodProbes | None:
+    """Validate a record's `method_probes` (None when absent or null)."""
+    if raw is None:
+        return None
+    _object(raw, "method_probes", fail, ("grounding", "erased", "crops"))
+    g = _object(raw["grounding"], "method_probes.grounding", fail, ("layers", "logit_lens_top", "similarity_top"))
+    layers = g["layers"]
+    if not (isinstance(layers, list) and layers and all(isinstance(x, int) and not isinstance(x, bool) for x in layers)):
+        fail(f"method_probes.grounding.layers must be a list of layer indices, got {layers!r}")
+    tops = {}
+    for key in ("logit_lens_top", "similarity_top"):
+        if not isinstance(g[key], list) or len(g[key]) != len(layers):
+            fail(f"method_probes.grounding.{key} needs one list per layer ({len(layers)})")
+        tops[key] = {layer: _descending(_number_list(v, f"method_probes.grounding.{key}[]", fail),
+                                        f"method_probes.grounding.{key}[]", fail)
+                     for layer, v in zip(layers, g[key])}
+    if not isinstance(raw["erased"], list) or not isinstance(raw["crops"], list) or not raw["crops"]:
+        fail("method_probes.erased and method_probes.crops must be lists, crops non-empty")
+    erased = {_number(_object(e, "method_probes.erased[]", fail, ("fraction",))["fraction"],
+                      "method_probes.erased[].fraction", fail): _parse_yes_no_mass(e, fail, "method_probes.erased[]")
+              for e in raw["erased"]}
+    crops = tuple(_parse_yes_no_mass(c, fail, "method_probes.crops[]") for c in raw["crops"])
+    return MethodProbes(logit_lens_top=tops["logit_lens_top"], similarity_top=tops["similarity_top"],
+                        erased_masses=erased, crop_masses=crops)
+
+
 def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
     """Validate one stage-1 generations record (shape 1)."""
     if "question_id" not in raw:
@@ -407,6 +467,7 @@ def parse_generations_record(raw: dict, source: str) -> QuestionGenerations:
         question_variant_masses=_parse_variants(raw.get("question_variants"), fail, "question_variants"),
         source=source,
         baseline_probes=parse_baseline_probes(raw.get("baseline_probes"), fail),
+        method_probes=parse_method_probes(raw.get("method_probes"), fail),
     )
 
 

@@ -286,6 +286,86 @@ def baseline_measures() -> tuple[Measure, ...]:
 
 MEASURES = MEASURES + baseline_measures()
 
+
+# --------------------------------------------------------------------------------------------
+# Method v2 (semantic_entropy.method_probes; docs/method.md "Method v2"): the answer read against
+# evidence outside its own first-token distribution. Settings: scoring/method_settings.py.
+
+
+def grounding_evidence(inputs: MeasureInputs) -> float:
+    """e: the calibrated evidence that the asked object is in the image (the settings' statistic,
+    layer, top-k mean and logistic calibration)."""
+    from semantic_entropy.probes import answer_grounding as g
+    from semantic_entropy.scoring.method_settings import TOP_FIELD, method_settings
+
+    chosen = method_settings()["grounding"]
+    tops = getattr(inputs.record.method_probes, TOP_FIELD[chosen["statistic"]])
+    if chosen["layer"] not in tops:
+        raise ValueError(f"{inputs.record.where()}: method_probes has no grounding at layer {chosen['layer']} "
+                         f"(has {sorted(tops)}); rerun semantic_entropy.method_probes with --grounding-layers")
+    return g.calibrated_evidence(g.top_k_mean(tops[chosen["layer"]], chosen["top_k"]), chosen["slope"],
+                                 chosen["intercept"])
+
+
+def _erased_mass(inputs: MeasureInputs) -> tuple[float, float]:
+    from semantic_entropy.scoring.method_settings import method_settings
+
+    fraction = method_settings()["counterfactual"]["erase_fraction"]
+    erased = inputs.record.method_probes.erased_masses
+    if fraction not in erased:
+        raise ValueError(f"{inputs.record.where()}: method_probes has no erased share {fraction} (has {sorted(erased)})")
+    return erased[fraction]
+
+
+def method_v2_measures() -> tuple[Measure, ...]:
+    """(a) grounding_disagreement and its term alone, (b) counterfactual_disagreement and its
+    term alone, (c) prior_vauq, and p_no, the feature of the p(yes)-only control."""
+    from semantic_entropy.probes import answer_grounding as g
+    from semantic_entropy.sampling.generations_io import (ANSWER_COUNTERFACTUALS, NO_IMAGE_YES_NO_MASS,
+                                                          OBJECT_GROUNDING, VAUQ_ENTROPIES)
+    from semantic_entropy.scoring.method_settings import method_settings
+
+    answer_mass = frozenset({FIRST_TOKEN_YES_NO_MASS, GREEDY_TEXT})
+    return (
+        Measure(
+            "grounding_disagreement", answer_mass | {OBJECT_GROUNDING}, USES_NOTHING,
+            lambda x: g.grounding_disagreement(x.record.yes_no_mass, _answer(x), grounding_evidence(x)),
+            "(a) H(p) + ln2 ([yes](1 - e) + [no] e), e the calibrated grounding of the asked object",
+        ),
+        Measure(
+            "grounding_disagreement_term", frozenset({GREEDY_TEXT, OBJECT_GROUNDING}), USES_NOTHING,
+            lambda x: (1.0 - grounding_evidence(x)) if _answer(x) == "yes" else grounding_evidence(x),
+            "ablation: [yes](1 - e) + [no] e alone (grounding_disagreement without H(p))",
+        ),
+        Measure(
+            "counterfactual_disagreement", answer_mass | {ANSWER_COUNTERFACTUALS}, USES_NOTHING,
+            lambda x: g.counterfactual_disagreement(x.record.yes_no_mass, _answer(x), _erased_mass(x),
+                                                    x.record.method_probes.crop_masses,
+                                                    method_settings()["counterfactual"]["weight"]),
+            "(b) H(p) + w ln2 c: c = p(yes) with the object's attended region erased (yes), max p(yes) over crops (no)",
+        ),
+        Measure(
+            "counterfactual_term", frozenset({GREEDY_TEXT, ANSWER_COUNTERFACTUALS}), USES_NOTHING,
+            lambda x: g.counterfactual_yes(_answer(x), _erased_mass(x), x.record.method_probes.crop_masses),
+            "ablation: c alone (counterfactual_disagreement without H(p))",
+        ),
+        Measure(
+            "prior_vauq", frozenset({GREEDY_TEXT, VAUQ_ENTROPIES, NO_IMAGE_YES_NO_MASS}), USES_NOTHING,
+            lambda x: g.prior_vauq(_baselines(x).vauq_entropies, _baselines(x).vauq_masked_entropies,
+                                   _baselines(x).no_image_mass, _answer(x), method_settings()["prior_vauq"]["alpha"],
+                                   method_settings()["prior_vauq"]["beta"]),
+            "(c) H - alpha (H_mask - H) + beta pi_a (bits): VAUQ plus the no-image prior's probability of the answer",
+        ),
+        Measure(
+            "p_no", frozenset({FIRST_TOKEN_YES_NO_MASS}), USES_NOTHING,
+            lambda x: 1.0 - g.p_yes(x.record.yes_no_mass),
+            "1 - p(yes): not a detector by itself; the feature of the p(yes)-only control (fitted_combination --by-answer)",
+        ),
+    )
+
+
+MEASURES = MEASURES + method_v2_measures()
+
 MEASURES_BY_NAME = {measure.name: measure for measure in MEASURES}
 
 
