@@ -89,7 +89,7 @@ def test_hf_export_gives_the_same_first_token_logits(shipped, tmp_path):
 
 
 def test_pope_figures_on_the_shipped_world(figures):
-    """The issue's acceptance bands (docs/world.md); measured: accuracy 0.840 / 0.869 / 0.899, recall 0.845."""
+    """The world's acceptance bands (docs/world.md); measured: accuracy 0.840 / 0.869 / 0.899, recall 0.845."""
     acc, recall, yes = figures["accuracy"], figures["recall"], figures["yes_rate"]
     assert all(0.80 <= acc[s] <= 0.90 for s in acc)
     assert acc["adversarial"] < acc["popular"] < acc["random"]
