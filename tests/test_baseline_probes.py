@@ -2,7 +2,6 @@
 model (eager attention, `output_hidden_states`, full-sequence masks: the authors' way), its
 direction, its cost in forward passes, and stage 2's scores."""
 
-import functools
 import itertools
 import math
 
@@ -21,9 +20,9 @@ from semantic_entropy.probes import attention_ratio, glsim, no_image_prior, vauq
 from semantic_entropy.probes import baselines as library
 from semantic_entropy.probes.baseline_inputs import question_inputs
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
-from semantic_entropy.sampling.generations_io import iter_generations
 from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
+from tests.forward_counter import ForwardCounter
 
 BASELINE_MEASURES = ("vauq", "vauq_no_image", "attention_ratio_svar", "glsim", "vl_uncertainty",
                      "vl_uncertainty_expected", "vl_uncertainty_blur_only_expected", "no_image_prior_entropy",
@@ -328,29 +327,6 @@ def test_fields_do_not_depend_on_the_batch_and_feed_stage_2(probed):
                                    "--output-file", str(out / "u_single.jsonl")]) == 0
     names = [set(s["scores"]) for s in read_jsonl(str(out / "u_single.jsonl"))]
     assert all(n == set(s["scores"]) - {"vl_uncertainty_blur_only_expected"} for n, s in zip(names, scores))
-
-
-class ForwardCounter:
-    """Counts the language model's calls (prefills: inputs_embeds; tree steps: input_ids) with
-    their batch rows, and the vision calls with their images."""
-
-    def __init__(self, model):
-        self.prefills, self.steps, self.vision = [], [], []
-        forward, encode = model.forward, model.encode_images
-
-        @functools.wraps(forward)
-        def counted(*args, **kwargs):
-            if kwargs.get("inputs_embeds") is not None:
-                self.prefills.append(kwargs["inputs_embeds"].shape[0])
-            else:
-                self.steps.append(kwargs["input_ids"].shape[0])
-            return forward(*args, **kwargs)
-
-        def counted_encode(pixel_values):
-            self.vision.append(pixel_values.shape[0])
-            return encode(pixel_values)
-
-        model.forward, model.encode_images = counted, counted_encode
 
 
 def test_cost_per_batch_is_seven_language_calls_and_two_vision_calls(tiny_checkpoints):

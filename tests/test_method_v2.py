@@ -3,7 +3,6 @@ fields reproduced by hand on the tiny model (eager attention, output_hidden_stat
 prompt per probe), batch invariance, the pass's cost in forward passes, the p(yes)-only
 control and the validation chooser."""
 
-import functools
 import json
 import math
 
@@ -31,6 +30,7 @@ from semantic_entropy.sampling.generations_io import BaselineProbes, MethodProbe
 from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring import method_settings
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
+from tests.forward_counter import ForwardCounter
 
 LN2 = math.log(2)
 METHOD_MEASURES = ("grounding_disagreement", "grounding_disagreement_term", "counterfactual_disagreement",
@@ -263,28 +263,6 @@ def test_measures_follow_the_settings_file(probed, tmp_path, monkeypatch):
 def test_the_shipped_settings_file_is_valid():
     settings = method_settings.method_settings()
     assert settings["grounding"]["statistic"] in method_settings.GROUNDING_STATISTICS
-
-
-class ForwardCounter:
-    """Language-model calls (prefills: inputs_embeds; tree steps: input_ids) with their rows, and vision calls."""
-
-    def __init__(self, model):
-        self.prefills, self.steps, self.vision = [], [], []
-        forward, encode = model.forward, model.encode_images
-
-        @functools.wraps(forward)
-        def counted(*args, **kwargs):
-            if kwargs.get("inputs_embeds") is not None:
-                self.prefills.append(kwargs["inputs_embeds"].shape[0])
-            else:
-                self.steps.append(kwargs["input_ids"].shape[0])
-            return forward(*args, **kwargs)
-
-        def counted_encode(pixel_values):
-            self.vision.append(pixel_values.shape[0])
-            return encode(pixel_values)
-
-        model.forward, model.encode_images = counted, counted_encode
 
 
 def test_cost_per_batch_is_five_language_calls_and_two_vision_calls(tiny_checkpoints):
