@@ -21,7 +21,7 @@ import numpy as np
 
 from llava.eval.eval_pope import PopeJoinError, category_order, format_ids
 from llava.jsonl_io import JsonlError
-from semantic_entropy.evaluation.joining import SPLIT_KEYS, ScoreColumn, check_labels, measure_names
+from semantic_entropy.evaluation.joining import ScoreColumn, check_labels, measure_columns
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 ALL = "all"
@@ -146,25 +146,8 @@ def join_unlabelled(sources: Sequence[tuple[str, Mapping]], labels: Sequence[str
                 else ""
             raise PopeJoinError(f"{path}: " + "; ".join(problems) + hint)
 
-    columns: list[ScoreColumn] = []
-    found: set[str] = set()
-    one_source = len(sources) == 1
-    for (path, uncertainty), label in zip(sources, labels):
-        names = measure_names(uncertainty)
-        if measures is not None:
-            names = [name for name in measures if name in names]
-        found.update(names)
-        for measure in names:
-            key = measure if one_source else f"{label}/{measure}"
-            if key in SPLIT_KEYS:
-                raise ValueError(f"{path}: measure name {measure!r} clashes with a split statistic; pass --labels")
-            columns.append(ScoreColumn(key, label, measure, _column_values(ids, uncertainty, measure, path)))
-    if measures is not None:
-        unknown = [name for name in measures if name not in found]
-        if unknown:
-            raise ValueError(f"--measures {unknown} are in none of the uncertainty files {paths}")
-    if not columns:
-        raise ValueError(f"no measures to summarise in {paths}")
+    columns = measure_columns(sources, labels, measures, lambda path, uncertainty, measure: _column_values(
+        ids, uncertainty, measure, path), "summarise")
     categories = np.array([str(category_of[qid]) if category_of[qid] is not None else NO_CATEGORY for qid in ids])
     return ScoredQuestions(ids, categories, columns)
 

@@ -9,7 +9,7 @@ else "label/measure".
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +122,34 @@ def score_values(records: Sequence[PopeRecord], uncertainty: Mapping, measure: s
     return values
 
 
+def measure_columns(sources: Sequence[tuple[str, Mapping]], labels: Sequence[str], measures: Sequence[str] | None,
+                    values_of: Callable[[str, Mapping, str], np.ndarray], purpose: str) -> list[ScoreColumn]:
+    """One column per (source, measure): every measure of each source, or those of `measures`;
+    `values_of(path, uncertainty, measure)` reads a column's values. Keys are the measure names,
+    prefixed by the source's label when there are several sources."""
+    paths = [path for path, _ in sources]
+    one_source = len(sources) == 1
+    columns: list[ScoreColumn] = []
+    found: set[str] = set()
+    for (path, uncertainty), label in zip(sources, labels):
+        names = measure_names(uncertainty)
+        if measures is not None:
+            names = [name for name in measures if name in names]
+        found.update(names)
+        for measure in names:
+            key = measure if one_source else f"{label}/{measure}"
+            if key in SPLIT_KEYS:
+                raise ValueError(f"{path}: measure name {measure!r} clashes with a split statistic; pass --labels")
+            columns.append(ScoreColumn(key, label, measure, values_of(path, uncertainty, measure)))
+    if measures is not None:
+        unknown = [name for name in measures if name not in found]
+        if unknown:
+            raise ValueError(f"--measures {unknown} are in none of the uncertainty files {paths}")
+    if not columns:
+        raise ValueError(f"no measures to {purpose} in {paths}")
+    return columns
+
+
 def join_scores(
     records: Sequence[PopeRecord],
     sources: Sequence[tuple[str, Mapping]],
@@ -136,27 +164,11 @@ def join_scores(
     check_labels(labels, paths)
     if not records:
         raise PopeJoinError("no answered questions to evaluate")
-    one_source = len(sources) == 1
-    columns: list[ScoreColumn] = []
-    found: set[str] = set()
-    for (path, uncertainty), label in zip(sources, labels):
+    for path, uncertainty in sources:
         check_same_ids(records, uncertainty, path)
         check_categories(records, uncertainty, path)
-        names = measure_names(uncertainty)
-        if measures is not None:
-            names = [name for name in measures if name in names]
-        found.update(names)
-        for measure in names:
-            key = measure if one_source else f"{label}/{measure}"
-            if key in SPLIT_KEYS:
-                raise ValueError(f"{path}: measure name {measure!r} clashes with a split statistic; pass --labels")
-            columns.append(ScoreColumn(key, label, measure, score_values(records, uncertainty, measure, path)))
-    if measures is not None:
-        unknown = [name for name in measures if name not in found]
-        if unknown:
-            raise ValueError(f"--measures {unknown} are in none of the uncertainty files {paths}")
-    if not columns:
-        raise ValueError(f"no measures to evaluate in {paths}")
+    columns = measure_columns(sources, labels, measures, lambda path, uncertainty, measure: score_values(
+        records, uncertainty, measure, path), "evaluate")
     return JoinedScores(
         question_ids=[r.question_id for r in records],
         categories=np.array([r.category for r in records]),
