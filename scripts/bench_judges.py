@@ -169,15 +169,9 @@ def fill_random(model, seed: int) -> None:
 
 def allocate(model_class, config, device: str, dtype: torch.dtype, seed: int):
     """The model built directly on `device` in `dtype`, without transformers' slow initialisation."""
-    from transformers.initialization import no_init_weights
+    from llava.model.builder import allocate_uninitialised
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with no_init_weights(), torch.device(device):
-            model = model_class(config)
-    finally:
-        torch.set_default_dtype(previous)
+    model = allocate_uninitialised(model_class, config, device, dtype)
     model.to(dtype)  # parameters created with an explicit dtype (DeBERTa's q_bias, v_bias) too
     fill_random(model, seed)
     return model.eval()

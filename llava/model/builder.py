@@ -160,24 +160,29 @@ def build_llava_config(config: dict, clip_folder: str) -> LlavaConfig:
     return llava_config
 
 
-def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa",
-                vision_dtype: torch.dtype | None = None):
-    """The model allocated on `device` in `dtype` (CLIP in `vision_dtype`, default `dtype`)
-    without random initialisation (weights come next)."""
+def allocate_uninitialised(model_class, config, device, dtype: torch.dtype):
+    """`model_class(config)` allocated on `device` in `dtype`, its weights left uninitialised
+    (they are loaded or filled next): no CPU copy and no random initialisation to pay for."""
     from transformers.initialization import no_init_weights
-
-    # Chosen explicitly: a model built from a config (not from_pretrained) may default to eager.
-    config._attn_implementation = attn_implementation
-    for sub in (config.text_config, config.vision_config):
-        sub._attn_implementation = attn_implementation
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with no_init_weights(), torch.device(device):
-            model = LlavaLlamaForCausalLM(config)
+            return model_class(config)
     finally:
         torch.set_default_dtype(previous)
+
+
+def empty_model(config: LlavaConfig, device: str, dtype: torch.dtype, attn_implementation: str = "sdpa",
+                vision_dtype: torch.dtype | None = None):
+    """The model allocated on `device` in `dtype` (CLIP in `vision_dtype`, default `dtype`)
+    without random initialisation (weights come next)."""
+    # Chosen explicitly: a model built from a config (not from_pretrained) may default to eager.
+    config._attn_implementation = attn_implementation
+    for sub in (config.text_config, config.vision_config):
+        sub._attn_implementation = attn_implementation
+    model = allocate_uninitialised(LlavaLlamaForCausalLM, config, device, dtype)
     if vision_dtype is not None:
         # Before the weights are copied in, so float32 CLIP weights keep their precision.
         model.model.vision_tower.to(vision_dtype)

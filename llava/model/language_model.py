@@ -75,9 +75,9 @@ def load_llava_language_model(path: str, device: str = "cpu", dtype: torch.dtype
     `vocab_limit` is the number of text ids (ids beyond it are never generated).
     """
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from transformers.initialization import no_init_weights
 
-    from llava.model.builder import LLAMA_CONFIG_KEYS, checkpoint_layout, load_state, read_json
+    from llava.model.builder import (LLAMA_CONFIG_KEYS, allocate_uninitialised, checkpoint_layout, load_state,
+                                     read_json)
 
     config = read_json(os.path.join(path, "config.json"))
     if checkpoint_layout(config) != "original":
@@ -85,13 +85,7 @@ def load_llava_language_model(path: str, device: str = "cpu", dtype: torch.dtype
                               "original LLaVA folder (config with mm_* keys)")
     text_config = LlamaConfig(**{k: config[k] for k in LLAMA_CONFIG_KEYS if k in config}, tie_word_embeddings=False)
     text_config._attn_implementation = attn_implementation
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with no_init_weights(), torch.device(device):
-            model = LlamaForCausalLM(text_config)
-    finally:
-        torch.set_default_dtype(previous)
+    model = allocate_uninitialised(LlamaForCausalLM, text_config, device, dtype)
     reader = TensorReader(weight_map(path))
     plan = {key: (reader, key) for key in reader.mapping
             if key.startswith(LANGUAGE_MODEL_PREFIXES) and not key.endswith("rotary_emb.inv_freq")}
