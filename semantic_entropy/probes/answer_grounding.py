@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from semantic_entropy.probes import vauq
 from semantic_entropy.scoring.measures import binary_entropy
 
 LN2 = math.log(2)
@@ -140,9 +141,4 @@ def prior_vauq(entropies: Sequence[float], masked_entropies: Sequence[float], pr
     >>> round(prior_vauq([1.0, 0.0], [2.0, 1.0], (0.6, 0.2), "no", 0.6, 0.0), 12)
     -0.1
     """
-    if len(entropies) == 0 or len(entropies) != len(masked_entropies):
-        raise ValueError(f"need one masked entropy per answer step, got {len(masked_entropies)} "
-                         f"for {len(entropies)}")
-    h = math.fsum(entropies) / len(entropies)
-    h_masked = math.fsum(masked_entropies) / len(masked_entropies)
-    return h - alpha * (h_masked - h) + beta * answer_prior(prior_mass, answer)
+    return vauq.vauq_score(entropies, masked_entropies, alpha) + beta * answer_prior(prior_mass, answer)
