@@ -430,11 +430,26 @@ class TrainingResult:
     seconds: dict[str, float]
 
 
-def train_world_model(settings: RecipeSettings, log: Callable[[str], None] | None = print) -> TrainingResult:
-    """Stages (a)-(d) from scratch; deterministic given the settings and the torch thread count."""
+ALL_STAGES = ("text_lm", "clip", "pool", "align", "instruct")
+BEFORE_INSTRUCT = ("text_lm", "clip", "pool", "align")  # independent of the instruction-data settings
+
+
+def train_world_model(settings: RecipeSettings, log: Callable[[str], None] | None = print,
+                      stages: Sequence[str] = ALL_STAGES, start_state: dict | None = None) -> TrainingResult:
+    """Stages (a)-(d) from scratch; deterministic given the settings and the torch thread count.
+
+    `stages` runs a part of the recipe, in order, from `start_state` (a state dict the earlier
+    stages left): `BEFORE_INSTRUCT` once, then ("pool", "instruct") per instruction setting,
+    gives the weights the whole recipe gives for that setting.
+    """
+    unknown = [name for name in stages if name not in ALL_STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; known: {ALL_STAGES}")
     tokenizer = build_world_tokenizer(settings.vocab_size)
     text_config, clip_config = model_configs(settings, len(tokenizer))
     model = initial_model(text_config, clip_config, settings.seed)
+    if start_state is not None:
+        model.load_state_dict(start_state)
     processor = image_processor()
     if log:
         sizes = {"vision": model.model.vision_tower, "projector": model.model.multi_modal_projector,
@@ -443,14 +458,14 @@ def train_world_model(settings: RecipeSettings, log: Callable[[str], None] | Non
             + f"; vocabulary {len(tokenizer)}")
     losses, seconds = {}, {}
     pool = []
-    stages = (("text_lm", lambda: pretrain_language_model(model, tokenizer, settings, log)),
-              ("clip", lambda: pretrain_vision_encoder(model, tokenizer, settings, processor, log)),
-              ("pool", lambda: pool.append(build_pool(model, settings, processor)) or []),
-              ("align", lambda: align_projector(model, tokenizer, settings, pool[0], log)),
-              ("instruct", lambda: instruct_tune(model, tokenizer, settings, pool[0], log)))
-    for name, run in stages:
+    runs = {"text_lm": lambda: pretrain_language_model(model, tokenizer, settings, log),
+            "clip": lambda: pretrain_vision_encoder(model, tokenizer, settings, processor, log),
+            "pool": lambda: pool.append(build_pool(model, settings, processor)) or [],
+            "align": lambda: align_projector(model, tokenizer, settings, pool[0], log),
+            "instruct": lambda: instruct_tune(model, tokenizer, settings, pool[0], log)}
+    for name in stages:
         start = time.perf_counter()
-        losses[name] = run()
+        losses[name] = runs[name]()
         seconds[name] = time.perf_counter() - start
         if log:
             log(f"{name}: {seconds[name]:.0f} s")
