@@ -95,6 +95,21 @@ def test_training_is_deterministic(trained):
     assert other.losses != trained.losses
 
 
+def test_instruction_stage_from_saved_base_equals_whole_recipe(trained):
+    """What choose_world_recipe relies on: (a)-(c) once, then pool + (d) per setting, gives the whole recipe's weights."""
+    base = R.train_world_model(TINY, log=None, stages=R.BEFORE_INSTRUCT)
+    state = {k: v.clone() for k, v in base.model.state_dict().items()}
+    resumed = R.train_world_model(TINY, log=None, stages=("pool", "instruct"), start_state=state)
+    assert resumed.losses["instruct"] == trained.losses["instruct"]
+    for (k, a), (_, b) in zip(trained.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    other = R.train_world_model(dataclasses.replace(TINY, negatives_per_image=5), log=None,
+                                stages=("pool", "instruct"), start_state=state)
+    assert other.losses["instruct"] != trained.losses["instruct"]
+    with pytest.raises(ValueError, match="unknown stages"):
+        R.train_world_model(TINY, log=None, stages=("instruction",))
+
+
 def test_saved_original_layout_loads_with_the_same_outputs(trained, tmp_path):
     from llava.model.builder import load_pretrained_model
 
