@@ -200,6 +200,7 @@ class RowDecoder:
             if width > self.forward.capacity:
                 self.forward.grow(min(self.steps, max(width, 2 * self.forward.capacity)))
                 captured.clear()  # the graphs read the old buffers
+                pool = None  # their pool goes with them: the next graph starts a fresh one
             if use_graphs and t >= self.options.eager_steps:
                 if width not in captured:
                     captured[width] = _capture(lambda w=width: self._step(w), pool)
