@@ -145,7 +145,8 @@ def bench_case(model, name, args, prompts, pixels, report):
     n = args.num_questions
     first = args.batch_sizes[0]
     warm = {"distinct": [], "lengths": []}
-    run_ours(model, prompts[:first], pixels[:first], settings, first, EOS, "auto", warm)  # kernels, graphs, allocator
+    for batch in args.batch_sizes:  # kernels, graphs and the allocator's pool at every batch size measured
+        run_ours(model, prompts[:batch], pixels[:batch], settings, batch, EOS, "auto", warm)
     if args.profile and name == "worst-64":
         profile(model, prompts, pixels, settings, args)
     methods = args.methods.split(",")
@@ -153,7 +154,7 @@ def bench_case(model, name, args, prompts, pixels, report):
     for attention, width in variants:
         engine = Handover(options=RowOptions(attention=attention, width_step=int(width)))
         for batch in args.batch_sizes:
-            label = f"ours, batch {batch}" + ("" if (attention, width) == ("auto", "32")
+            label = f"ours, batch {batch}" + ("" if (attention, width) == ("auto", str(RowOptions.width_step))
                                               else f", attention {attention}, width step {width}")
             stats = {"distinct": [], "lengths": []}
             measure(label, lambda b=batch, e=engine, s=stats: run_ours(model, prompts[:n], pixels[:n], settings, b, EOS,
@@ -224,7 +225,7 @@ def main(argv=None):
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--methods", default="ours,eager,tree,generate,loop",
                         help="comma list of ours, eager, tree, generate, loop")
-    parser.add_argument("--row-variants", default="auto:32",
+    parser.add_argument("--row-variants", default=f"auto:{RowOptions.width_step}",
                         help="comma list of attention:width_step for ours (attention: auto, efficient, cudnn)")
     parser.add_argument("--profile", action="store_true", help="also profile one eager batch of worst-64")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU: checks the script runs")
