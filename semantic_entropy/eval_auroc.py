@@ -16,8 +16,9 @@ std, min, the 5/25/50/75/95% quantiles, max and a histogram whose bins every spl
 column shares (`semantic_entropy.evaluation.distributions`). With --question-file the
 questions' order and categories come from it, and every uncertainty file must score exactly
 its questions (a subset with --allow-partial). Writes distributions.json, distributions.csv,
-distributions.md (printed), score_histograms.png and manifest.json. With labels the same
-distributions.json is written beside the metrics.
+distributions.md (printed), per_question.csv (each question's id, split and scores),
+score_histograms.png and manifest.json. With labels the same distributions.json is written
+beside the metrics.
 
 The greedy answers (A) are joined with the questions and POPE labels by `join_pope`, the one
 join of `llava.eval.eval_pope`; `is_false` = 1 where the answer, parsed as eval_pope parses it,
@@ -55,7 +56,7 @@ from llava.jsonl_io import read_keyed_jsonl, write_json_atomic
 from llava.cli import check_readable_file, new_parser, run_main
 from semantic_entropy.evaluation import metrics as m
 from semantic_entropy.evaluation.distributions import ScoredQuestions, distributions, join_unlabelled, \
-    markdown_distributions
+    markdown_distributions, per_question_scores
 from semantic_entropy.evaluation.distributions import csv_rows as distribution_rows
 from semantic_entropy.evaluation.joining import check_labels, default_labels, join_scores, reference_column
 from semantic_entropy.evaluation.plots import plot_score_histograms, plotted_columns, write_plots
@@ -153,6 +154,7 @@ def run_unlabelled(args: argparse.Namespace) -> dict:
     scored = join_unlabelled(sources, labels, args.measures, questions, args.allow_partial)
     os.makedirs(args.output_dir, exist_ok=True)
     report = write_distributions(args.output_dir, scored, args.bins)
+    write_csv(os.path.join(args.output_dir, "per_question.csv"), per_question_scores(scored))
     markdown = markdown_distributions(report, scored.columns, args.title or "Uncertainty distributions")
     with open(os.path.join(args.output_dir, "distributions.md"), "w", encoding="utf-8") as f:
         f.write(markdown)
@@ -161,7 +163,7 @@ def run_unlabelled(args: argparse.Namespace) -> dict:
     elif args.print == "headline":
         print("\n".join(f"{c.key}: mean {report['all'][c.key]['mean']:.3f}, median {report['all'][c.key]['q50']:.3f}"
                         for c in scored.columns))
-    outputs = ["distributions.json", "distributions.csv", "distributions.md"]
+    outputs = ["distributions.json", "distributions.csv", "distributions.md", "per_question.csv"]
     if not args.no_plots:
         outputs.append(os.path.basename(plot_score_histograms(
             report, [c.key for c in scored.columns], os.path.join(args.output_dir, "score_histograms.png"))))

@@ -11,6 +11,12 @@ log-probs; samples grouped by meaning cluster; every score with its rank), the m
 their intervals and paired differences, ROC and rejection curves (a click on a point selects
 the questions at that threshold) and the settings of every manifest. It needs no server and
 no network: open it from a file:// URL. Writes FILE and FILE.manifest.json.
+
+A run without labels (stage 3 without --annotation-dir: distributions.json and a
+per_question.csv of scores) gets the same table and details with no label, correctness or
+answer direction anywhere, a filter by score range in their place, and stage 3's score
+distributions (statistics and histograms per split; a click on a bar selects its questions)
+in place of the metrics and curves.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ files) with tiny local judges, on small question subsets. Nothing here depends o
 model's particular outputs: the checks are relations between the stages' files.
 """
 
+import csv
 import json
 import pathlib
 
@@ -142,6 +143,10 @@ def test_eval_auroc_cli_without_labels(tmp_path, capsys):
     assert report["all"]["ne"]["histogram"]["counts"] == [0, 4, 0]  # a constant: a unit range around it
     for name in ("distributions.csv", "distributions.md", "score_histograms.png", "manifest.json"):
         assert (out / name).exists(), name
+    with open(out / "per_question.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))  # the question file's order, each question's split and scores
+    assert [(r["question_id"], r["category"], float(r["se"]), float(r["ne"])) for r in rows] == \
+        [(f"v{i}", "conv" if i < 2 else "detail", float(i), 2.0) for i in range(4)]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["mode"] == "distributions" and manifest["records"] == 4
     assert "| se | 4 | 1.500 |" in capsys.readouterr().out

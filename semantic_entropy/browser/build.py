@@ -10,8 +10,8 @@ from semantic_entropy.browser.images import image_entries
 from semantic_entropy.browser.page import render_page
 from semantic_entropy.browser.provenance import REPORT_TOOL, STAGE1, pick, provenance_data
 from semantic_entropy.browser.questions import question_data
-from semantic_entropy.browser.run_files import find_run_files
-from semantic_entropy.browser.summary import summary_data
+from semantic_entropy.browser.run_files import LABELS, RunFiles, find_run_files
+from semantic_entropy.browser.summary import distributions_summary, summary_data
 from semantic_entropy.browser.tokens import token_namer
 from semantic_entropy.runs.manifest import describe_inputs, manifest_path, new_manifest, now, write_manifest
 
@@ -45,11 +45,17 @@ def attention_manifests(attention_dir: str | None) -> list[str]:
     return [path] if os.path.isfile(path) else []
 
 
+def summary_of(files: RunFiles) -> dict:
+    """The metrics with labels; the score distributions without."""
+    return summary_data(files.summary) if files.mode == LABELS else distributions_summary(files.summary)
+
+
 def gather(options: ReportOptions) -> tuple[dict, list[str], dict]:
     """(the page's data, notes for the user, input files for the manifest)."""
     files = find_run_files(options.run_dir, options.eval_dir, options.generations_file)
     outputs = [files.generations, *(path for _, path in files.uncertainty), files.eval_dir]
-    provenance = provenance_data(files.manifests + attention_manifests(options.attention_dir), outputs)
+    provenance = provenance_data(files.manifests + attention_manifests(options.attention_dir), outputs, files.mode)
+    labelled = files.mode == LABELS
     notes = []
 
     tokenizer_dir = stage1_setting(provenance, outputs, "model_path") if options.tokenizer == "auto" else (
@@ -57,7 +63,7 @@ def gather(options: ReportOptions) -> tuple[dict, list[str], dict]:
     token_text = token_namer(tokenizer_dir)
     if token_text is None and options.tokenizer != "none":
         notes.append(f"no readable tokenizer at {tokenizer_dir}: the greedy answer's tokens are shown as ids")
-    questions = question_data(files.per_question, files.generations, files.uncertainty, token_text)
+    questions = question_data(files.per_question, files.generations, files.uncertainty, token_text, labelled)
 
     folder = options.image_folder or stage1_setting(provenance, outputs, "image_folder")
     link_from = os.path.dirname(os.path.abspath(options.output)) if options.link_images else None
@@ -67,8 +73,8 @@ def gather(options: ReportOptions) -> tuple[dict, list[str], dict]:
                      f"(first: {missing[0]}); pass --image-folder")
 
     attention = None
-    inputs = {"metrics": files.metrics, "per_question": files.per_question, "generations_file": files.generations,
-              **{f"uncertainty_file_{i}": path for i, (_, path) in enumerate(files.uncertainty)}}
+    inputs = {"metrics" if labelled else "distributions": files.summary, "per_question": files.per_question,
+              "generations_file": files.generations, **{f"uncertainty_file_{i}": path for i, (_, path) in enumerate(files.uncertainty)}}
     if options.attention_dir is not None:
         attention = attention_data(options.attention_dir, questions["rows"]["id"])
         inputs["attention_stats"] = os.path.join(options.attention_dir, "attention_stats.jsonl")
@@ -86,7 +92,8 @@ def gather(options: ReportOptions) -> tuple[dict, list[str], dict]:
         "questions": questions,
         "images": images,
         "attention": attention,
-        "summary": summary_data(files.metrics),
+        "mode": files.mode,
+        "summary": summary_of(files),
         "provenance": provenance,
         "notes": notes,
     }

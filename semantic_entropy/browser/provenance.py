@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from semantic_entropy.browser.run_files import DISTRIBUTIONS, LABELS
 from semantic_entropy.runs.manifest import read_manifest
 
 STAGE1 = "semantic_entropy.model_vqa_loader"
@@ -34,6 +35,8 @@ HEADLINE = (
     ("judge", STAGE2, "settings.judge"),
     ("judge model", STAGE2, "settings.judge_model"),
     ("clustering", STAGE2, "strictness"),
+    ("labels", STAGE3, "labels"),
+    ("histogram bins", STAGE3, "settings.bins"),
     ("bootstrap resamples", STAGE3, "settings.bootstrap"),
     ("bootstrap unit", STAGE3, "settings.cluster_by"),
     ("bootstrap seed", STAGE3, "settings.seed"),
@@ -42,6 +45,12 @@ HEADLINE = (
     ("attention layers", ATTENTION, "settings.layers"),
     ("attention heads", ATTENTION, "settings.head_reduce"),
 )
+# Rows about one kind of evaluation only: without labels stage 3 draws no bootstrap, whatever its
+# manifest's defaults say, and with labels the page shows no histograms.
+EVALUATION_ROWS = {"labels": DISTRIBUTIONS, "histogram bins": DISTRIBUTIONS, "bootstrap resamples": LABELS,
+                   "bootstrap unit": LABELS, "bootstrap seed": LABELS, "interval level": LABELS,
+                   "paired reference": LABELS}
+NO_LABELS = "none: score distributions only"
 
 
 def lookup(manifest: dict, where: str):
@@ -59,6 +68,8 @@ def lookup(manifest: dict, where: str):
         if "sampling_top_k" not in settings:
             return None
         return f"{settings.get('sampling_top_k')} / {settings.get('sampling_top_p')}"
+    if where == "labels":
+        return NO_LABELS if settings.get("mode") == DISTRIBUTIONS else None
     if where == "strictness":
         if "strict" not in settings:
             return None
@@ -77,8 +88,9 @@ def pick(manifests: list[dict], tool: str, outputs: set[str]) -> dict | None:
     return candidates[0] if candidates else None
 
 
-def provenance_data(manifest_paths: list[str], shown_outputs: list[str]) -> dict:
-    """{headline: [[label, value, tool]], manifests: [{path, ...manifest}]} ordered by creation time."""
+def provenance_data(manifest_paths: list[str], shown_outputs: list[str], mode: str = LABELS) -> dict:
+    """{headline: [[label, value, tool]], manifests: [{path, ...manifest}]} ordered by creation time;
+    `mode` is the evaluation's (run_files.LABELS or DISTRIBUTIONS)."""
     manifests = []
     for path in dict.fromkeys(manifest_paths):
         manifest = read_manifest(path)
@@ -88,6 +100,8 @@ def provenance_data(manifest_paths: list[str], shown_outputs: list[str]) -> dict
     outputs = {os.path.basename(os.path.normpath(p)) for p in shown_outputs}
     headline = []
     for label, tool, where in HEADLINE:
+        if EVALUATION_ROWS.get(label, mode) != mode:
+            continue
         manifest = pick(manifests, tool, outputs)
         value = None if manifest is None else lookup(manifest, where)
         if value not in (None, {}, []):

@@ -3,7 +3,9 @@
 Stage 3's per_question.csv gives the rows (split, image, label, parsed answer, correctness and
 every score it evaluated, in its order); the generations file gives the question, the greedy
 answer's tokens and the samples; each uncertainty file gives the samples' meaning clusters.
-Ids are compared as text, the form the CSV keeps.
+Without labels stage 3's table holds ids, splits and scores alone: the image and the greedy
+answer then come from the generations file, and the rows carry no label, parsed answer or
+correctness at all. Ids are compared as text, the form the CSV keeps.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from llava.jsonl_io import iter_jsonl
 from semantic_entropy.sampling.generations_io import question_text
 from semantic_entropy.scoring.measures import sequence_log_likelihood
 
-# per_question.csv's columns before the scores (semantic_entropy.evaluation.tables.per_question_rows).
+# per_question.csv's columns before the scores: with labels (evaluation.tables.per_question_rows) and
+# without (evaluation.distributions.per_question_scores).
 FIXED_COLUMNS = ("question_id", "category", "image", "label", "prediction", "is_false", "answer")
+UNLABELLED_COLUMNS = ("question_id", "category")
 TokenText = Callable[[Sequence[int]], list[str]]
 
 
@@ -41,18 +45,18 @@ def parse_score(text: str) -> float | None:
     return finite(float(text)) if text.strip() else None
 
 
-def read_per_question(path: str) -> tuple[list[dict], list[str]]:
-    """The rows of per_question.csv and its score columns, in file order."""
+def read_per_question(path: str, fixed: Sequence[str] = FIXED_COLUMNS) -> tuple[list[dict], list[str]]:
+    """The rows of per_question.csv and its score columns (those not in `fixed`), in file order."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        missing = [c for c in FIXED_COLUMNS if c not in header]
+        missing = [c for c in fixed if c not in header]
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; expected stage 3's per_question.csv")
         rows = list(reader)
     if not rows:
         raise ValueError(f"{path}: no question rows")
-    return rows, [c for c in header if c not in FIXED_COLUMNS]
+    return rows, [c for c in header if c not in fixed]
 
 
 def keyed_by_text_id(path: str, fields: Sequence[str]) -> dict[str, dict]:
@@ -99,12 +103,32 @@ def cluster_detail(label: str, record: dict) -> dict:
             "probs": None if probs is None else [finite(p, 6) for p in probs]}
 
 
+def greedy_text(record: dict) -> str:
+    return (record.get("greedy") or {}).get("text", "")
+
+
+def labelled_columns(rows: Sequence[dict]) -> dict:
+    """The table's columns that stage 3's labelled join gives: image, answer, label, parsed answer, correctness."""
+    return {"image": [row["image"] for row in rows], "answer": [row["answer"] for row in rows],
+            "label": [row["label"] for row in rows], "prediction": [row["prediction"] for row in rows],
+            "wrong": [int(row["is_false"]) for row in rows]}
+
+
+def unlabelled_columns(ids: Sequence[str], records: dict) -> dict:
+    """Image and greedy answer from stage 1's records: a run without labels has nothing more to show."""
+    return {"image": [records[qid].get("image", "") for qid in ids],
+            "answer": [greedy_text(records[qid]) for qid in ids]}
+
+
 def question_data(per_question: str, generations: str, uncertainty: Sequence[tuple[str, str]],
-                  token_text: TokenText | None = None) -> dict:
-    """The table (columns of equal length, one entry per question) and each question's details."""
-    rows, score_keys = read_per_question(per_question)
+                  token_text: TokenText | None = None, labelled: bool = True) -> dict:
+    """The table (columns of equal length, one entry per question) and each question's details.
+
+    Without labels (`labelled` False) the rows hold no label, parsed answer or correctness.
+    """
+    rows, score_keys = read_per_question(per_question, FIXED_COLUMNS if labelled else UNLABELLED_COLUMNS)
     ids = [row["question_id"] for row in rows]
-    records = keyed_by_text_id(generations, ("prompt", "greedy", "samples"))
+    records = keyed_by_text_id(generations, ("prompt", "greedy", "samples", "image"))
     require_ids(ids, records, generations)
     clusters = []
     for label, path in uncertainty:
@@ -121,18 +145,8 @@ def question_data(per_question: str, generations: str, uncertainty: Sequence[tup
             "samples": [[s.get("text", ""), answer_log_likelihood(s)] for s in record.get("samples") or []],
             "clusters": [cluster_detail(label, table[qid]) for label, table in clusters],
         })
-    return {
-        "scoreKeys": score_keys,
-        "rows": {
-            "id": ids,
-            "split": [row["category"] for row in rows],
-            "image": [row["image"] for row in rows],
-            "question": [question_text(records[qid].get("prompt", "")) for qid in ids],
-            "answer": [row["answer"] for row in rows],
-            "label": [row["label"] for row in rows],
-            "prediction": [row["prediction"] for row in rows],
-            "wrong": [int(row["is_false"]) for row in rows],
-            "scores": [[parse_score(row[key]) for row in rows] for key in score_keys],
-        },
-        "details": details,
-    }
+    known = labelled_columns(rows) if labelled else unlabelled_columns(ids, records)
+    table = {"id": ids, "split": [row["category"] for row in rows], "image": known.pop("image"),
+             "question": [question_text(records[qid].get("prompt", "")) for qid in ids], **known,
+             "scores": [[parse_score(row[key]) for row in rows] for key in score_keys]}
+    return {"scoreKeys": score_keys, "rows": table, "details": details}

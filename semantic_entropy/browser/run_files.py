@@ -5,6 +5,10 @@
     <run dir>/answers.jsonl, generations.jsonl, uncertainty_<judge>.jsonl (+ .manifest.json each)
     <run dir>/eval_<judge>/metrics.json, per_question.csv, manifest.json
 
+Stage 3 run without labels (an open-ended question file) writes distributions.json in place
+of metrics.json, and a per_question.csv of ids, splits and scores alone; its manifest's
+`settings.mode` says which kind of evaluation the folder holds.
+
 The evaluation folder is the anchor: its manifest names the uncertainty files it scored, and
 an uncertainty file's manifest names the generations file it read. Paths in manifests are
 absolute, so a run folder copied elsewhere is read from its own copies first (same file
@@ -22,13 +26,16 @@ from semantic_entropy.runs.manifest import manifest_path, read_manifest
 
 EVAL_PREFIX = "eval_"
 UNCERTAINTY_PREFIX = "uncertainty_"
+LABELS = "labels"  # stage 3's modes (its manifest's settings.mode)
+DISTRIBUTIONS = "distributions"
 
 
 @dataclass(frozen=True)
 class RunFiles:
     run_dir: str
     eval_dir: str
-    metrics: str  # eval_dir/metrics.json
+    mode: str  # LABELS or DISTRIBUTIONS
+    summary: str  # eval_dir/metrics.json with labels, eval_dir/distributions.json without
     per_question: str  # eval_dir/per_question.csv
     uncertainty: list[tuple[str, str]]  # (column label, path) per scored uncertainty file, in eval order
     generations: str
@@ -102,12 +109,28 @@ def run_manifests(run_dir: str, eval_dir: str) -> list[str]:
     return found + ([evaluation] if os.path.isfile(evaluation) else [])
 
 
+def evaluation_mode(eval_dir: str) -> str:
+    """LABELS or DISTRIBUTIONS, as stage 3's manifest records it; LABELS when it records none."""
+    manifest = read_manifest(os.path.join(eval_dir, "manifest.json")) or {}
+    mode = manifest.get("settings", {}).get("mode", LABELS)
+    if mode not in (LABELS, DISTRIBUTIONS):
+        raise ValueError(f"{os.path.join(eval_dir, 'manifest.json')}: unknown evaluation mode {mode!r}")
+    return mode
+
+
+def summary_file(eval_dir: str, mode: str) -> str:
+    if mode == DISTRIBUTIONS:
+        return require_file(os.path.join(eval_dir, "distributions.json"), "score distributions (stage 3, no labels)")
+    return require_file(os.path.join(eval_dir, "metrics.json"), "metrics (stage 3)")
+
+
 def find_run_files(run_dir: str, eval_dir: str | None = None, generations: str | None = None) -> RunFiles:
     """Locate every file the page needs; `eval_dir` and `generations` override the discovery."""
     if not os.path.isdir(run_dir):
         raise ValueError(f"missing run folder: {run_dir}")
     eval_dir = find_eval_dir(run_dir, eval_dir)
-    metrics = require_file(os.path.join(eval_dir, "metrics.json"), "metrics (stage 3)")
+    mode = evaluation_mode(eval_dir)
+    summary = summary_file(eval_dir, mode)
     per_question = require_file(os.path.join(eval_dir, "per_question.csv"), "per-question table (stage 3)")
     uncertainty = scored_uncertainty_files(eval_dir, run_dir)
     if generations is not None:
@@ -117,7 +140,8 @@ def find_run_files(run_dir: str, eval_dir: str | None = None, generations: str |
     return RunFiles(
         run_dir=run_dir,
         eval_dir=eval_dir,
-        metrics=metrics,
+        mode=mode,
+        summary=summary,
         per_question=per_question,
         uncertainty=uncertainty,
         generations=generations,

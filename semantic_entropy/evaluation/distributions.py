@@ -171,6 +171,16 @@ def markdown_distributions(report: dict, columns: Sequence[ScoreColumn], title: 
     return "\n".join(lines)
 
 
+def per_question_scores(scored: ScoredQuestions) -> list[dict]:
+    """per_question.csv without labels: each question's id, the split it counts in and its scores.
+
+    >>> per_question_scores(ScoredQuestions([7], np.array([NO_CATEGORY]), [ScoreColumn("se", "r", "se", np.ones(1))]))
+    [{'question_id': 7, 'category': 'uncategorised', 'se': 1.0}]
+    """
+    return [{"question_id": qid, "category": str(category), **{c.key: float(c.values[i]) for c in scored.columns}}
+            for i, (qid, category) in enumerate(zip(scored.question_ids, scored.categories))]
+
+
 def csv_rows(report: dict, columns: Sequence[ScoreColumn]) -> list[dict]:
     """One row per (split, column): the summary without the histogram."""
     rows = []

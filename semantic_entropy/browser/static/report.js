@@ -15,6 +15,8 @@
   var IMAGES = DATA.images || {};
   var ATT = (DATA.attention && DATA.attention.byId) || {};
   var SUMMARY = DATA.summary;
+  // Without labels (stage 3's score distributions) nothing on the page speaks of right or wrong answers.
+  var LABELLED = DATA.mode !== "distributions";
   var ROW_H = 26;
   var OVERSCAN = 8;
   var PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
@@ -83,11 +85,12 @@
       numeric: ALL_NUMERIC_IDS ? Float64Array.from(R.id, Number) : null },
     { key: "split", title: "split", width: 92, text: function (i) { return R.split[i]; } },
     { key: "question", title: "question", width: 250, text: function (i) { return R.question[i]; } },
-    { key: "answer", title: "greedy answer", width: 104, text: function (i) { return R.answer[i]; } },
+    { key: "answer", title: "greedy answer", width: 104, text: function (i) { return R.answer[i]; } }
+  ].concat(LABELLED ? [
     { key: "label", title: "label", width: 52, text: function (i) { return R.label[i]; } },
     { key: "correct", title: "correct", width: 74, text: function (i) { return R.wrong[i] ? "\u2717 wrong" : "\u2713 right"; },
       numeric: Float64Array.from(R.wrong) }
-  ].concat(SCORE_KEYS.map(function (key, j) {
+  ] : []).concat(SCORE_KEYS.map(function (key, j) {
     return { key: "score:" + key, title: key, width: 118, score: j, numeric: SCORES[j], isScore: true,
              text: function (i) { return fmt(SCORES[j][i], 4); } };
   }));
@@ -101,9 +104,10 @@
   var state = {
     sortColumn: null, sortDescending: false, order: null,
     split: "all", correct: "all", direction: "all", text: "", threshold: null,
+    range: { score: -1, min: NaN, max: NaN },
     view: new Int32Array(0), selected: -1,
     heat: true, opacity: 0.7,
-    curveSplit: "all", curveScores: null
+    curveSplit: "all", curveScores: null, distributionSplit: "all"
   };
 
   // ---------------------------------------------------------------- sorting and filtering
@@ -130,13 +134,29 @@
     return order;
   }
 
+  /* The score range of the filter bar (runs without labels): both ends inclusive, an empty end open. */
+  function inRange(i) {
+    var r = state.range;
+    if (r.score < 0) return true;
+    var v = SCORES[r.score][i];
+    return v === v && !(v < r.min) && !(v > r.max);
+  }
+
+  /* At or above the threshold's value; a histogram bin also below its upper edge (the last bin includes it). */
+  function atThreshold(i, t) {
+    var v = SCORES[t.score][i];
+    if (!(v >= t.value)) return false;
+    return t.below === undefined || v < t.below || (t.lastBin && v === t.below);
+  }
+
   function passes(i) {
     if (state.split !== "all" && R.split[i] !== state.split) return false;
     if (state.correct !== "all" && (R.wrong[i] === 1) !== (state.correct === "wrong")) return false;
     if (state.direction !== "all" && R.prediction[i] !== state.direction) return false;
     if (state.text && SEARCH[i].indexOf(state.text) < 0) return false;
+    if (!inRange(i)) return false;
     var t = state.threshold;
-    if (t && !(inSplit(i, t.split) && SCORES[t.score][i] >= t.value)) return false;
+    if (t && !(inSplit(i, t.split) && atThreshold(i, t))) return false;
     return true;
   }
 
@@ -250,8 +270,12 @@
     select.appendChild(el("option", { value: "all", text: "all" }));
     splits.forEach(function (s) { select.appendChild(el("option", { value: s, text: s })); });
     select.addEventListener("change", function () { state.split = select.value; refresh(); });
-    $("filter-correct").addEventListener("change", function (e) { state.correct = e.target.value; refresh(); });
-    $("filter-direction").addEventListener("change", function (e) { state.direction = e.target.value; refresh(); });
+    if (LABELLED) {
+      $("filter-correct").addEventListener("change", function (e) { state.correct = e.target.value; refresh(); });
+      $("filter-direction").addEventListener("change", function (e) { state.direction = e.target.value; refresh(); });
+    } else {
+      setupScoreFilter();
+    }
     $("filter-text").addEventListener("input", function (e) {
       state.text = e.target.value.trim().toLowerCase();
       refresh();
@@ -259,32 +283,79 @@
     $("threshold-clear").addEventListener("click", function () { setThreshold(null); });
   }
 
+  /* Without labels: correctness and the yes/no reading of answers mean nothing, a score range does. */
+  function setupScoreFilter() {
+    ["correct-filter", "direction-filter"].forEach(function (id) { $(id).remove(); });
+    $("score-filter").hidden = false;
+    var select = $("filter-score");
+    select.appendChild(el("option", { value: "-1", text: "any" }));
+    SCORE_KEYS.forEach(function (key, j) { select.appendChild(el("option", { value: String(j), text: key })); });
+    var read = function () {
+      var bound = function (id) { var text = $(id).value.trim(); return text === "" ? NaN : Number(text); };
+      state.range = { score: Number(select.value), min: bound("filter-score-min"), max: bound("filter-score-max") };
+      refresh();
+    };
+    [select, $("filter-score-min"), $("filter-score-max")].forEach(function (input) {
+      input.addEventListener(input === select ? "change" : "input", read);
+    });
+  }
+
+  function clearScoreFilter() {
+    $("filter-score").value = "-1";
+    $("filter-score-min").value = "";
+    $("filter-score-max").value = "";
+    state.range = { score: -1, min: NaN, max: NaN };
+  }
+
+  function thresholdText(t) {
+    var range = t.below === undefined ? " \u2265 " + fmt(t.value, 4)
+      : " in [" + fmt(t.value, 4) + ", " + fmt(t.below, 4) + (t.lastBin ? "]" : ")");
+    return SCORE_KEYS[t.score] + range + " in " + t.split + " (" + t.label + ")";
+  }
+
   function setThreshold(threshold) {
     state.threshold = threshold;
     var chip = $("threshold-chip");
     chip.hidden = !threshold;
-    if (threshold) {
-      $("threshold-text").textContent = SCORE_KEYS[threshold.score] + " \u2265 " + fmt(threshold.value, 4) +
-        " in " + threshold.split + " (" + threshold.label + ")";
-    }
+    if (threshold) $("threshold-text").textContent = thresholdText(threshold);
     refresh();
   }
 
-  /* A curve point: the questions of its split whose score is at or above its threshold, most uncertain first. */
-  function selectThreshold(score, split, value, label) {
+  /* Every filter back to all questions of `split`, before a threshold is applied. */
+  function resetFilters(split) {
     state.split = "all"; state.direction = "all"; state.correct = "all"; state.text = "";
     if (DIRECTION_SPLITS[split]) state.direction = DIRECTION_SPLITS[split];
     else if (split !== "all") state.split = split;
     $("filter-split").value = state.split;
-    $("filter-direction").value = state.direction;
-    $("filter-correct").value = "all";
+    if (LABELLED) {
+      $("filter-direction").value = state.direction;
+      $("filter-correct").value = "all";
+    } else {
+      clearScoreFilter();
+    }
     $("filter-text").value = "";
-    var index = COLUMNS.findIndex(function (c) { return c.score === score; });
+  }
+
+  /* The questions that pass `threshold`, most uncertain first, in the question table. */
+  function listThreshold(threshold) {
+    resetFilters(threshold.split);
+    var index = COLUMNS.findIndex(function (c) { return c.score === threshold.score; });
     state.sortColumn = COLUMNS[index]; state.sortDescending = true; state.order = null;
     markSortedHeader();
     showPanel("panel-questions");
-    setThreshold({ score: score, split: split, value: value, label: label });
+    setThreshold(threshold);
     scroller.scrollTop = 0;
+  }
+
+  /* A curve point: the questions of its split whose score is at or above its threshold, most uncertain first. */
+  function selectThreshold(score, split, value, label) {
+    listThreshold({ score: score, split: split, value: value, label: label });
+  }
+
+  /* A histogram bar: the questions of its split whose score falls in its bin. */
+  function selectBin(score, split, edges, bin) {
+    listThreshold({ score: score, split: split, value: edges[bin], below: edges[bin + 1],
+                    lastBin: bin === edges.length - 2, label: "histogram bin " + (bin + 1) + " of " + (edges.length - 1) });
   }
 
   // ---------------------------------------------------------------- ranks
@@ -334,15 +405,8 @@
   function renderDetail(i) {
     var pane = clear($("detail"));
     var detail = Q.details[i];
-    var wrong = R.wrong[i] === 1;
     pane.appendChild(el("h2", { id: "detail-title" }, ["Question " + R.id[i]]));
-    pane.appendChild(el("div", {}, [
-      el("span", { className: "badge", text: R.split[i] }),
-      el("span", { className: "badge " + (wrong ? "wrong" : "right"), id: "detail-correct",
-                   text: wrong ? "greedy answer wrong" : "greedy answer right" }),
-      el("span", { className: "badge", text: "label: " + R.label[i] }),
-      el("span", { className: "badge", text: "image: " + R.image[i] })
-    ]));
+    pane.appendChild(el("div", {}, badges(i)));
     pane.appendChild(imageBlock(i));
     pane.appendChild(section("Question", [promptBlock(detail.prompt)]));
     pane.appendChild(section("Greedy answer", greedyBlock(i, detail.greedy)));
@@ -350,6 +414,20 @@
     pane.appendChild(section("Scores", [scoresTable(i)]));
     var attention = ATT[R.id[i]];
     if (attention) pane.appendChild(section("Attention", [attentionTable(attention)]));
+  }
+
+  function badges(i) {
+    if (!LABELLED) {
+      return [el("span", { className: "badge", text: R.split[i] }), el("span", { className: "badge", text: "image: " + R.image[i] })];
+    }
+    var wrong = R.wrong[i] === 1;
+    return [
+      el("span", { className: "badge", text: R.split[i] }),
+      el("span", { className: "badge " + (wrong ? "wrong" : "right"), id: "detail-correct",
+                   text: wrong ? "greedy answer wrong" : "greedy answer right" }),
+      el("span", { className: "badge", text: "label: " + R.label[i] }),
+      el("span", { className: "badge", text: "image: " + R.image[i] })
+    ];
   }
 
   function promptBlock(prompt) {
@@ -365,10 +443,8 @@
   }
 
   function greedyBlock(i, greedy) {
-    var parts = [el("div", {}, [
-      el("strong", { id: "detail-answer", text: R.answer[i] }),
-      " \u2192 read as \u201c" + R.prediction[i] + "\u201d; the label says \u201c" + R.label[i] + "\u201d"
-    ])];
+    var parts = [el("div", {}, [el("strong", { id: "detail-answer", text: R.answer[i] })].concat(LABELLED
+      ? [" \u2192 read as \u201c" + R.prediction[i] + "\u201d; the label says \u201c" + R.label[i] + "\u201d"] : []))];
     if (!greedy) return parts.concat([el("p", { className: "muted", text: "no greedy answer in the generations" })]);
     var rows = greedy.tokens.map(function (token, t) {
       return el("tr", {}, [el("td", { className: "num", text: String(t) }), el("td", { className: "token", text: token[0] }),
@@ -917,6 +993,111 @@
     });
   }
 
+  // ---------------------------------------------------------------- score distributions (no labels)
+
+  /* distributions.json's splits: "all", then each category present. */
+  function distributionSplits() { return Object.keys(SUMMARY.report); }
+
+  function renderDistributionSplits() {
+    var table = el("table", { className: "grid", id: "distribution-split-grid" },
+      [el("tr", {}, [el("th", { text: "split" }), el("th", { text: "questions" })])]);
+    distributionSplits().forEach(function (split) {
+      table.appendChild(el("tr", {}, [el("td", { text: split }),
+                                      el("td", { className: "num", text: String(SUMMARY.report[split].n) })]));
+    });
+    clear($("distribution-splits")).appendChild(table);
+  }
+
+  function renderDistributionTable() {
+    var entry = SUMMARY.report[state.distributionSplit];
+    var table = el("table", { className: "grid", id: "distribution-grid" },
+      [el("tr", {}, [el("th", { text: "score" })].concat(SUMMARY.statistics.map(function (name) {
+        return el("th", { text: name });
+      })))]);
+    SUMMARY.columns.forEach(function (key) {
+      var summary = entry[key];
+      table.appendChild(el("tr", { "data-score": key }, [el("td", { text: key })].concat(SUMMARY.statistics.map(function (name) {
+        return el("td", { className: "num", "data-statistic": name,
+                          text: name === "n" ? String(summary.n) : fmt(summary[name]) });
+      }))));
+    });
+    clear($("distribution-table")).appendChild(table);
+  }
+
+  var HIST = { left: 36, right: 10, top: 22, bottom: 30, width: 300, height: 180 };
+
+  /* One score's histogram on the chosen split: bars over the edges every split shares. */
+  function histogram(key) {
+    var split = state.distributionSplit;
+    var counts = SUMMARY.report[split][key].histogram.counts;
+    var edges = SUMMARY.report[split][key].histogram.edges;
+    var svg = svgEl("svg", { "class": "histogram", viewBox: "0 0 " + HIST.width + " " + HIST.height, role: "img",
+                             "aria-label": "histogram of " + key, "data-score": key });
+    var w = HIST.width - HIST.left - HIST.right, h = HIST.height - HIST.top - HIST.bottom;
+    var top = Math.max.apply(null, counts.concat([1]));
+    var title = svgEl("text", { x: HIST.left, y: 14, "font-weight": "600" });
+    title.textContent = key;
+    svg.appendChild(title);
+    var labels = [[HIST.left, "start", fmt(edges[0])], [HIST.left + w, "end", fmt(edges[edges.length - 1])],
+                  [HIST.left - 4, "end", String(top)]];
+    labels.forEach(function (l, k) {
+      var t = svgEl("text", { x: l[0], y: k < 2 ? HIST.top + h + 14 : HIST.top + 8, "text-anchor": l[1] });
+      t.textContent = l[2];
+      svg.appendChild(t);
+    });
+    svg.appendChild(svgEl("line", { "class": "baseline", x1: HIST.left, y1: HIST.top + h, x2: HIST.left + w, y2: HIST.top + h }));
+    var step = w / counts.length;
+    counts.forEach(function (count, bin) {
+      var barHeight = count / top * h;
+      var bar = svgEl("rect", { "class": "bar", x: (HIST.left + bin * step + 0.5).toFixed(2), width: Math.max(step - 1, 0.5).toFixed(2),
+                                y: (HIST.top + h - barHeight).toFixed(2), height: barHeight.toFixed(2),
+                                "data-bin": bin, "data-count": count });
+      bar.addEventListener("mousemove", function (event) { showBinTip(event, key, edges, bin, count); });
+      bar.addEventListener("mouseleave", function () { $("histogram-tip").hidden = true; });
+      bar.addEventListener("click", function () {
+        $("histogram-tip").hidden = true;
+        selectBin(SCORE_KEYS.indexOf(key), split, edges, bin);
+      });
+      svg.appendChild(bar);
+    });
+    return svg;
+  }
+
+  function showBinTip(event, key, edges, bin, count) {
+    var tip = $("histogram-tip");
+    var last = bin === edges.length - 2;
+    tip.textContent = key + " in [" + fmt(edges[bin], 4) + ", " + fmt(edges[bin + 1], 4) + (last ? "]" : ")") +
+      "\n" + count + " of " + SUMMARY.report[state.distributionSplit].n + " questions (" + state.distributionSplit + ")" +
+      "\nclick: list these questions";
+    var box = tip.parentNode.getBoundingClientRect();
+    tip.style.left = (event.clientX - box.left + 14) + "px";
+    tip.style.top = (event.clientY - box.top + 14) + "px";
+    tip.hidden = false;
+  }
+
+  function renderHistograms() {
+    var grid = clear($("histogram-grid"));
+    // Only the columns the page can filter on: a score of the table.
+    SUMMARY.columns.filter(function (key) { return SCORE_KEYS.indexOf(key) >= 0; })
+      .forEach(function (key) { grid.appendChild(histogram(key)); });
+  }
+
+  function setupDistributions() {
+    $("summary-labels").remove();
+    $("summary-distributions").hidden = false;
+    var select = $("distribution-split");
+    distributionSplits().forEach(function (s) { select.appendChild(el("option", { value: s, text: s })); });
+    state.distributionSplit = SUMMARY.report.all ? "all" : distributionSplits()[0];
+    select.value = state.distributionSplit;
+    select.addEventListener("change", function () {
+      state.distributionSplit = select.value;
+      renderDistributionTable();
+      renderHistograms();
+    });
+    renderDistributionSplits();
+    renderDistributionTable();
+  }
+
   // ---------------------------------------------------------------- settings and provenance
 
   function renderSettings() {
@@ -980,6 +1161,7 @@
       parts.push(headline["samples per question"] + " samples at T=" + headline["sampling temperature"]);
     }
     if (headline.judge) parts.push("judge " + headline.judge);
+    if (!LABELLED) parts.push("no labels: score distributions");
     if (DATA.attention) parts.push("attention for " + DATA.attention.questions + " questions");
     $("run-line").textContent = parts.join(" \u00b7 ");
   }
@@ -994,7 +1176,7 @@
     Array.prototype.forEach.call(document.querySelectorAll(".panel"), function (panel) {
       panel.classList.toggle("active", panel.id === id);
     });
-    if (id === "panel-summary" && !summaryReady) { summaryReady = true; renderCurves(); }
+    if (id === "panel-summary" && !summaryReady) { summaryReady = true; (LABELLED ? renderCurves : renderHistograms)(); }
     if (id === "panel-questions") renderRows();
   }
 
@@ -1027,8 +1209,12 @@
     // The benchmark reads this: the table is on screen and answers input from here on.
     window.reportTimings = { firstRender: performance.now() };
     runLine();
-    setupSummary();
-    setupCurves();
+    if (LABELLED) {
+      setupSummary();
+      setupCurves();
+    } else {
+      setupDistributions();
+    }
     renderSettings();
     var match = /^#q=(.*)$/.exec(location.hash);
     if (match) {
