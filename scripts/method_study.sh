@@ -29,6 +29,7 @@ IMAGE_FOLDER=${IMAGE_FOLDER:-$POPE_DIR/images}          # real POPE: $POPE_DIR/v
 PHASE=${PHASE:-all}                       # validation, test or all
 VAL_SEED=${VAL_SEED:-1019}                # ShapesPOPE seed of the validation world (never the shipped test seed)
 TEST2_SEED=${TEST2_SEED:-2029}            # ShapesPOPE seed of the second test world (nothing is tuned on it)
+WORLD_IMAGES=${WORLD_IMAGES:-}            # images of the generated ShapesPOPE worlds; empty = the generator's default
 VAL_POPE_DIR=${VAL_POPE_DIR:-}            # empty = ShapesPOPE generated with VAL_SEED under OUTPUT_DIR
 VAL_IMAGE_FOLDER=${VAL_IMAGE_FOLDER:-}    # empty = VAL_POPE_DIR/images
 TEST2_POPE_DIR=${TEST2_POPE_DIR:-}        # empty = ShapesPOPE generated with TEST2_SEED; none = no second test world
@@ -81,7 +82,8 @@ read -r -a method_args <<< "$METHOD_ARGS"
 model_args=(--model-path "$MODEL_PATH" "${vision_args[@]}" --conv-mode "$CONV_MODE" --device "$DEVICE" --dtype "$DTYPE")
 
 make_world() {  # make_world DIR SEED: a ShapesPOPE world of another seed (skipped when present)
-    [ -e "$1/llava_pope_test.jsonl" ] || "$PYTHON" scripts/make_shapes_pope.py --output-dir "$1" --seed "$2"
+    [ -e "$1/llava_pope_test.jsonl" ] || "$PYTHON" scripts/make_shapes_pope.py --output-dir "$1" --seed "$2" \
+        ${WORLD_IMAGES:+--num-test-images "$WORLD_IMAGES"}
 }
 
 run_passes() {  # run_passes POPE_DIR IMAGE_FOLDER RUN_DIR: every pass up to the scored input ($RUN_DIR/scored_input.jsonl)
