@@ -1,6 +1,6 @@
 """Write a ShapesPOPE v2 test world in POPE's layout, plus LLaVA's question file for it.
 
-    python scripts/make_shapes_pope.py --output-dir playground/data/eval/shapes_pope --seed 0 --num-test-images 150
+    python scripts/make_shapes_pope.py --output-dir playground/data/eval/shapes_pope --seed 0 --num-test-images 500
 
 Output folder:
     images/shapes_test_NNNNNN.png
