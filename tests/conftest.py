@@ -89,3 +89,12 @@ def tiny_checkpoints(tmp_path_factory):
     return SimpleNamespace(root=root, original=original, clip=clip, hf=hf, images=images,
                            question_file=question_file, text_config=text_config, clip_config=clip_config,
                            model=model, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module of the results page (its tests skip without Chromium)."""
+    from semantic_entropy.browser.headless import HeadlessChromium
+
+    with HeadlessChromium() as chromium:
+        yield chromium

@@ -18,7 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-from semantic_entropy.browser.headless import CHROMEDRIVER, CHROMIUM, HeadlessChromium, available
+from semantic_entropy.browser.headless import CHROMEDRIVER, CHROMIUM, available
+from tests.report_page import open_page
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO_ROOT / "playground" / "models" / "llava-v1.5-shapes-tiny"
@@ -61,18 +62,6 @@ def demo(tmp_path_factory):
         rows = list(csv.DictReader(f))
     return {"run_dir": run_dir, "page": run_dir / "report.html", "attention_page": out / "with_attention.html",
             "attention_dir": attention, "rows": rows}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with HeadlessChromium() as chromium:
-        yield chromium
-
-
-def open_page(browser, path):
-    browser.open(pathlib.Path(path).as_uri())
-    browser.wait_for("return window.reportTimings && window.reportTimings.ready")
-    browser.console()  # start each test with an empty console log
 
 
 def row_count(browser):

@@ -22,6 +22,7 @@ from semantic_entropy.browser.run_files import find_run_files
 from semantic_entropy.demo.tiny_models import save_tiny_nli_model
 from semantic_entropy.evaluation.distributions import ScoredQuestions, distributions
 from semantic_entropy.evaluation.joining import ScoreColumn
+from tests.report_page import open_page
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO_IMAGES = REPO_ROOT / "playground" / "data" / "eval" / "shapes_pope" / "images"
@@ -159,18 +160,6 @@ def test_the_run_files_follow_stage_3s_mode(run, tmp_path):
 
 
 # ------------------------------------------------------------------ the page in Chromium
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with headless.HeadlessChromium() as chromium:
-        yield chromium
-
-
-def open_page(browser, path):
-    browser.open(pathlib.Path(path).as_uri())
-    browser.wait_for("return window.reportTimings && window.reportTimings.ready")
-    browser.console()  # start each test with an empty console log
 
 
 def visible_ids(browser):
