@@ -89,15 +89,13 @@ def test_hf_export_gives_the_same_first_token_logits(shipped, tmp_path):
 
 
 def test_pope_figures_on_the_shipped_world(figures):
-    """The world's acceptance bands (docs/world.md); measured: accuracy 0.840 / 0.869 / 0.899, recall 0.845."""
+    """The world's acceptance bands (docs/world.md) on all 500 images of the shipped world; measured:
+    accuracy 0.844 / 0.866 / 0.897, recall 0.833, yes-rate 0.489 / 0.468 / 0.436 (adversarial, popular, random)."""
     acc, recall, yes = figures["accuracy"], figures["recall"], figures["yes_rate"]
     assert all(0.80 <= acc[s] <= 0.90 for s in acc)
     assert acc["adversarial"] < acc["popular"] < acc["random"]
     assert all(0.70 <= recall[s] <= 0.85 for s in recall)
-    assert yes["random"] < 0.5 and yes["popular"] < 0.5
-    # Known miss on this seed: the adversarial yes-rate is 0.504 (0.465 on the validation
-    # world, 0.471 on the second test world). Pinned so that a worse retrain fails.
-    assert yes["adversarial"] <= 0.505
+    assert all(yes[s] < 0.5 for s in yes)
     assert figures["errors"]["adversarial_prior_false_yes_share"] >= 0.3
     assert figures["errors"]["miss_share_of_all_errors"] >= 0.3
 
