@@ -37,7 +37,7 @@ from semantic_entropy.probes import attention_ratio, glsim, vauq, vl_uncertainty
 from semantic_entropy.probes.baseline_inputs import BlurredGroupBatchDataset, question_inputs
 from semantic_entropy.probes.baselines import BaselineSettings, baseline_batch
 from semantic_entropy.probes.published_layers import parse_range
-from semantic_entropy.runs.passes import add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import group_questions, plan_batches
 
@@ -62,10 +62,7 @@ def radii(text: str) -> tuple[float, ...]:
 def build_parser():
     parser = new_parser(__doc__)
     add_pass_args(parser, "the baseline_probes field")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="questions per batch")
-    parser.add_argument("--images-per-batch", type=positive_int, default=8,
-                        help="images per batch (each is prefilled 1 + blur-radii times)")
-    parser.add_argument("--num-workers", type=int, default=None, help="image loaders; None = 4 on CUDA, 0 on CPU")
+    add_batching_args(parser, 64, 8, "images per batch (each is prefilled 1 + blur-radii times)")
     parser.add_argument("--vauq-setting", choices=sorted(vauq.PUBLISHED_SETTINGS), default=DEFAULT_VAUQ_SETTING,
                         help="the authors' LLaVA-1.5-7B (mask ratio, alpha) of this benchmark: "
                              + ", ".join(f"{k} {v}" for k, v in vauq.PUBLISHED_SETTINGS.items()))

@@ -35,7 +35,7 @@ from semantic_entropy.probes.method_inputs import CroppedGroupBatchDataset, meth
 from semantic_entropy.probes.method_probes import MethodSettings, crop_grid, erased_count, method_batch
 from semantic_entropy.probes.published_layers import parse_range
 from semantic_entropy.probes.vauq import VAUQ_LAYERS
-from semantic_entropy.runs.passes import add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import group_questions, plan_batches
 
@@ -83,10 +83,7 @@ def layer_list(text: str | None, num_layers: int) -> tuple[int, ...]:
 def build_parser():
     parser = new_parser(__doc__)
     add_pass_args(parser, "the method_probes field")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="questions per batch")
-    parser.add_argument("--images-per-batch", type=positive_int, default=8,
-                        help="images per batch (each is prefilled 1 + crops times)")
-    parser.add_argument("--num-workers", type=int, default=None, help="image loaders; None = 4 on CUDA, 0 on CPU")
+    add_batching_args(parser, 64, 8, "images per batch (each is prefilled 1 + crops times)")
     parser.add_argument("--grounding-layers", default=None,
                         help="hidden-state indices (1..L, comma list) read for the grounding; None = every layer "
                              f"up to {MAX_EVERY_LAYER} layers, else six from 1/4 of the depth to the last")

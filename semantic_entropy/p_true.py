@@ -19,9 +19,9 @@ import sys
 
 from tqdm import tqdm
 
-from llava.cli import load_model_from_args, new_parser, positive_int, run_main
+from llava.cli import load_model_from_args, new_parser, run_main
 from semantic_entropy.probes.p_true import P_TRUE_TEMPLATE, p_true_of_batch, p_true_question
-from semantic_entropy.runs.passes import add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches
 
@@ -31,8 +31,7 @@ TOOL = "semantic_entropy.p_true"
 def build_parser():
     parser = new_parser(__doc__)
     add_pass_args(parser, "p_true")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="questions per batch")
-    parser.add_argument("--images-per-batch", type=positive_int, default=16, help="images (prefixes) per batch")
+    add_batching_args(parser, 128, 16, "images (prefixes) per batch", workers=False)
     return parser
 
 

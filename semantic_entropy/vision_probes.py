@@ -33,11 +33,11 @@ import sys
 
 from tqdm import tqdm
 
-from llava.cli import load_model_from_args, new_parser, positive_int, run_main
+from llava.cli import load_model_from_args, new_parser, run_main
 from semantic_entropy.attention.stats import parse_layer_range
 from semantic_entropy.probes.vision_probes import (REWORDINGS, merge_probe, number_of_masked_patches, probe_batch,
                                                    reworded_suffixes)
-from semantic_entropy.runs.passes import add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches
 
@@ -47,9 +47,7 @@ TOOL = "semantic_entropy.vision_probes"
 def build_parser():
     parser = new_parser(__doc__)
     add_pass_args(parser, "the probe fields")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="questions per batch")
-    parser.add_argument("--images-per-batch", type=positive_int, default=16, help="images (prefixes) per batch")
-    parser.add_argument("--num-workers", type=int, default=None, help="image loaders; None = 4 on CUDA, 0 on CPU")
+    add_batching_args(parser, 16, 16, "images (prefixes) per batch")
     parser.add_argument("--mask-fraction", type=float, default=0.1, help="share of the image tokens hidden")
     parser.add_argument("--layers", default=None, help="layers a:b whose attention picks the patches; None = all")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the random-mask control")

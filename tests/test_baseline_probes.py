@@ -15,7 +15,6 @@ from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.utils import hash_seed
 from semantic_entropy import baseline_probes, compute_se_myself
-from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.probes import attention_ratio, glsim, no_image_prior, vauq, vl_uncertainty
 from semantic_entropy.probes import baselines as library
 from semantic_entropy.probes.baseline_inputs import question_inputs
@@ -23,6 +22,7 @@ from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
 from tests.forward_counter import ForwardCounter
+from tests.tiny_stage1 import tiny_stage1
 
 BASELINE_MEASURES = ("vauq", "vauq_no_image", "attention_ratio_svar", "glsim", "vl_uncertainty",
                      "vl_uncertainty_expected", "vl_uncertainty_blur_only_expected", "no_image_prior_entropy",
@@ -33,12 +33,8 @@ VL_MEASURES = {"glsim", "vl_uncertainty", "vl_uncertainty_expected", "vl_uncerta
 @pytest.fixture(scope="module")
 def probed(tiny_checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("baselines")
-    common = ["--model-path", str(tiny_checkpoints.original), "--device", "cpu", "--conv-mode", "vicuna_v1"]
-    stage1.main([*common, "--question-file", str(tiny_checkpoints.question_file), "--image-folder",
-                 str(tiny_checkpoints.images), "--answers-file", str(out / "a.jsonl"), "--temperature", "0",
-                 "--max_new_tokens", "3", "--num-samples", "3"])
-    flags = [*common, "--image-folder", str(tiny_checkpoints.images), "--generations-file",
-             str(out / "a.generations.jsonl"), "--vauq-setting", "MMVet", "--vl-setting", "MMMU"]
+    common, inputs = tiny_stage1(tiny_checkpoints, out)
+    flags = [*common, *inputs, "--vauq-setting", "MMVet", "--vl-setting", "MMMU"]
     baseline_probes.main([*flags, "--output-file", str(out / "batched.jsonl"), "--batch-size", "3",
                           "--vl-blur-only-ablation"])
     baseline_probes.main([*flags, "--output-file", str(out / "single.jsonl"), "--batch-size", "1"])

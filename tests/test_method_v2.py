@@ -17,7 +17,6 @@ from llava.jsonl_io import read_jsonl
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from semantic_entropy import compute_se_myself, method_probes
-from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.evaluation import method_selection as selection
 from semantic_entropy.evaluation.combination import out_of_fold_by_answer
 from semantic_entropy.evaluation.metrics import auroc
@@ -31,6 +30,7 @@ from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring import method_settings
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
 from tests.forward_counter import ForwardCounter
+from tests.tiny_stage1 import tiny_stage1
 
 LN2 = math.log(2)
 METHOD_MEASURES = ("grounding_disagreement", "grounding_disagreement_term", "counterfactual_disagreement",
@@ -117,12 +117,8 @@ def test_crop_boxes_and_pixel_boxes():
 @pytest.fixture(scope="module")
 def probed(tiny_checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("method_v2")
-    common = ["--model-path", str(tiny_checkpoints.original), "--device", "cpu", "--conv-mode", "vicuna_v1"]
-    stage1.main([*common, "--question-file", str(tiny_checkpoints.question_file), "--image-folder",
-                 str(tiny_checkpoints.images), "--answers-file", str(out / "a.jsonl"), "--temperature", "0",
-                 "--max_new_tokens", "3", "--num-samples", "2"])
-    flags = [*common, "--image-folder", str(tiny_checkpoints.images), "--generations-file",
-             str(out / "a.generations.jsonl"), "--erase-fractions", ",".join(map(str, ERASE)),
+    common, inputs = tiny_stage1(tiny_checkpoints, out, num_samples=2)
+    flags = [*common, *inputs, "--erase-fractions", ",".join(map(str, ERASE)),
              "--crop-scale", "0.6", "--crop-grid", "2", "--top-k", "8"]
     method_probes.main([*flags, "--output-file", str(out / "batched.jsonl"), "--batch-size", "3"])
     method_probes.main([*flags, "--output-file", str(out / "single.jsonl"), "--batch-size", "1"])

@@ -13,17 +13,13 @@ from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, p_true
 from semantic_entropy.probes import p_true as p_true_library
-from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from tests.tiny_stage1 import tiny_stage1
 
 
 def test_p_true_equals_a_direct_first_token_computation(tiny_checkpoints, tmp_path):
-    common = ["--model-path", str(tiny_checkpoints.original), "--device", "cpu", "--conv-mode", "vicuna_v1"]
-    stage1.main([*common, "--question-file", str(tiny_checkpoints.question_file), "--image-folder",
-                 str(tiny_checkpoints.images), "--answers-file", str(tmp_path / "a.jsonl"), "--temperature", "0",
-                 "--max_new_tokens", "3", "--num-samples", "3"])
-    p_true.main([*common, "--image-folder", str(tiny_checkpoints.images), "--generations-file",
-                 str(tmp_path / "a.generations.jsonl"), "--output-file", str(tmp_path / "g.jsonl"), "--batch-size", "2"])
+    common, inputs = tiny_stage1(tiny_checkpoints, tmp_path)
+    p_true.main([*common, *inputs, "--output-file", str(tmp_path / "g.jsonl"), "--batch-size", "2"])
     records = read_jsonl(str(tmp_path / "g.jsonl"))
     generations = read_jsonl(str(tmp_path / "a.generations.jsonl"))
     assert [r["question_id"] for r in records] == [g["question_id"] for g in generations]

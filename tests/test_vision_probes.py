@@ -11,20 +11,16 @@ from llava.model.builder import load_pretrained_model
 from llava.model.generation import StepRunner
 from semantic_entropy import compute_se_myself, vision_probes
 from semantic_entropy.probes import vision_probes as probes_library
-from semantic_entropy import model_vqa_loader as stage1
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import Group, split_at_image
+from tests.tiny_stage1 import tiny_stage1
 
 
 @pytest.fixture(scope="module")
 def probed(tiny_checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("probes")
-    common = ["--model-path", str(tiny_checkpoints.original), "--device", "cpu", "--conv-mode", "vicuna_v1"]
-    stage1.main([*common, "--question-file", str(tiny_checkpoints.question_file), "--image-folder",
-                 str(tiny_checkpoints.images), "--answers-file", str(out / "a.jsonl"), "--temperature", "0",
-                 "--max_new_tokens", "3", "--num-samples", "3"])
-    probe_args = [*common, "--image-folder", str(tiny_checkpoints.images), "--generations-file",
-                  str(out / "a.generations.jsonl"), "--mask-fraction", "0.25"]
+    common, inputs = tiny_stage1(tiny_checkpoints, out)
+    probe_args = [*common, *inputs, "--mask-fraction", "0.25"]
     vision_probes.main([*probe_args, "--output-file", str(out / "batched.jsonl"), "--batch-size", "3"])
     vision_probes.main([*probe_args, "--output-file", str(out / "single.jsonl"), "--batch-size", "1"])
     return out, read_jsonl(str(out / "a.generations.jsonl")), read_jsonl(str(out / "batched.jsonl"))

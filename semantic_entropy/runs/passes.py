@@ -12,10 +12,21 @@ import argparse
 import os
 from contextlib import contextmanager
 
-from llava.cli import add_conv_mode_arg, add_model_args, check_readable_file, model_settings
+from llava.cli import (
+    add_conv_mode_arg,
+    add_model_args,
+    check_readable_file,
+    model_settings,
+    positive_int,
+)
 from llava.jsonl_io import iter_jsonl
 from semantic_entropy.runs.lock import is_locked
-from semantic_entropy.runs.record_output import RecordOutput, RunSpec, finish_outputs, open_outputs
+from semantic_entropy.runs.record_output import (
+    RecordOutput,
+    RunSpec,
+    finish_outputs,
+    open_outputs,
+)
 
 
 def add_pass_args(parser: argparse.ArgumentParser, adds: str) -> None:
@@ -26,6 +37,15 @@ def add_pass_args(parser: argparse.ArgumentParser, adds: str) -> None:
     parser.add_argument("--generations-file", required=True, help="stage-1 generations (or an earlier pass's output)")
     parser.add_argument("--output-file", required=True, help=f"the generations with {adds} added")
     add_conv_mode_arg(parser)
+
+
+def add_batching_args(parser: argparse.ArgumentParser, batch_size: int, images_per_batch: int, images_help: str,
+                      workers: bool = True) -> None:
+    """--batch-size (questions), --images-per-batch and, where the pass loads images itself, --num-workers."""
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="questions per batch")
+    parser.add_argument("--images-per-batch", type=positive_int, default=images_per_batch, help=images_help)
+    if workers:
+        parser.add_argument("--num-workers", type=int, default=None, help="image loaders; None = 4 on CUDA, 0 on CPU")
 
 
 def pass_spec(tool: str, args, execution: dict | None = None, **pass_settings) -> RunSpec:
