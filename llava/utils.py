@@ -38,3 +38,15 @@ def resolve_device(device: str | None) -> str:
     import torch  # here, so that tools without a model do not pay for importing torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def loader_workers(requested: int | None, device) -> int:
+    """`--num-workers`: the number asked for, else 4 image loaders beside a GPU and none on the CPU
+    (there the loaders would take cores from the model).
+
+    >>> loader_workers(None, "cpu"), loader_workers(None, "cuda:1"), loader_workers(2, "cpu")
+    (0, 4, 2)
+    """
+    if requested is not None:
+        return requested
+    return 4 if str(device).startswith("cuda") else 0

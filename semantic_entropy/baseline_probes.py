@@ -33,13 +33,13 @@ import torch
 from tqdm import tqdm
 
 from llava.cli import load_model_from_args, new_parser, positive_int, run_main
+from llava.utils import loader_workers
 from semantic_entropy.probes import attention_ratio, glsim, vauq, vl_uncertainty
 from semantic_entropy.probes.baseline_inputs import BlurredGroupBatchDataset, question_inputs
 from semantic_entropy.probes.baselines import BaselineSettings, baseline_batch
 from semantic_entropy.probes.published_layers import parse_range
-from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec, planned_pass_batches
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
-from semantic_entropy.sampling.prefix_groups import group_questions, plan_batches
 
 TOOL = "semantic_entropy.baseline_probes"
 # Chosen on a ShapesPOPE validation world among the published LLaVA-1.5-7B settings (docs/baselines.md).
@@ -124,10 +124,8 @@ def main(argv=None) -> None:
         yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
         output.record_details({"yes_token_ids": yes_ids, "no_token_ids": no_ids,
                                "vauq_layers": list(settings.vauq_layers), "svar_layers": list(settings.svar_layers)})
-        pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]} for qid, r in records.items()]
-        planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), args.batch_size,
-                               args.images_per_batch)
-        workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+        pending, planned = planned_pass_batches(records, tokenizer, args)
+        workers = loader_workers(args.num_workers, model.device)
         dataset = BlurredGroupBatchDataset(planned, args.image_folder, image_processor, model.config,
                                            settings.blur_radii)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)

@@ -30,14 +30,14 @@ import torch
 from tqdm import tqdm
 
 from llava.cli import load_model_from_args, new_parser, positive_int, run_main
+from llava.utils import loader_workers
 from semantic_entropy.baseline_probes import radii as comma_floats
 from semantic_entropy.probes.method_inputs import CroppedGroupBatchDataset, method_question
 from semantic_entropy.probes.method_probes import MethodSettings, crop_grid, erased_count, method_batch
 from semantic_entropy.probes.published_layers import parse_range
 from semantic_entropy.probes.vauq import VAUQ_LAYERS
-from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec, planned_pass_batches
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
-from semantic_entropy.sampling.prefix_groups import group_questions, plan_batches
 
 TOOL = "semantic_entropy.method_probes"
 DEFAULT_ERASE_FRACTIONS = (0.05, 0.1, 0.2)
@@ -128,10 +128,8 @@ def main(argv=None) -> None:
         output.record_details({"yes_token_ids": yes_ids, "no_token_ids": no_ids,
                                "grounding_layers": list(settings.grounding_layers),
                                "attention_layers": list(settings.attention_layers)})
-        pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]} for qid, r in records.items()]
-        planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), args.batch_size,
-                               args.images_per_batch)
-        workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+        pending, planned = planned_pass_batches(records, tokenizer, args)
+        workers = loader_workers(args.num_workers, model.device)
         dataset = CroppedGroupBatchDataset(planned, args.image_folder, image_processor, model.config,
                                            settings.crop_boxes)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)

@@ -38,7 +38,7 @@ from llava.cli import add_model_args, add_question_args, load_model_from_args, m
     positive_int, run_main
 from llava.eval.vqa_data import QuestionDataset, batches, questions_of_chunk
 from llava.mm_utils import get_model_name_from_path
-from llava.utils import resolve_device
+from llava.utils import loader_workers, resolve_device
 from semantic_entropy.probes.image_variants import parse_image_variants, variant_settings
 from semantic_entropy.runs import distributed
 from semantic_entropy.runs.record_output import RecordOutput, RunSpec, finish_outputs, open_outputs
@@ -166,7 +166,7 @@ def run(args, info: distributed.RankInfo) -> None:
 def write_generations(args, info, settings, pending, tokenizer, model, image_processor, yes_ids, no_ids,
                       generations_out, answers_out, answered) -> float:
     """Sample this rank's share of the pending questions into its files; returns the seconds spent."""
-    num_workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+    num_workers = loader_workers(args.num_workers, model.device)
     batch_size = resolve_batch_size(args)
     model_id = get_model_name_from_path(args.model_path)
     # Batches are planned over all pending work, then dealt to the ranks: every question meets the

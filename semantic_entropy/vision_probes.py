@@ -34,12 +34,13 @@ import sys
 from tqdm import tqdm
 
 from llava.cli import load_model_from_args, new_parser, run_main
+from llava.utils import loader_workers
 from semantic_entropy.attention.stats import parse_layer_range
 from semantic_entropy.probes.vision_probes import (REWORDINGS, merge_probe, number_of_masked_patches, probe_batch,
                                                    reworded_suffixes)
-from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec
+from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec, planned_pass_batches
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
-from semantic_entropy.sampling.prefix_groups import group_batches, group_questions, plan_batches
+from semantic_entropy.sampling.prefix_groups import group_batches
 
 TOOL = "semantic_entropy.vision_probes"
 
@@ -64,10 +65,8 @@ def main(argv=None) -> None:
         yes_ids, no_ids = yes_no_token_ids(tokenizer, model.scored_vocab_size)
         output.record_details({"yes_token_ids": yes_ids, "no_token_ids": no_ids})
         layers = parse_layer_range(args.layers, model.config.text_config.num_hidden_layers)
-        pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]} for qid, r in records.items()]
-        planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), args.batch_size,
-                               args.images_per_batch)
-        workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+        pending, planned = planned_pass_batches(records, tokenizer, args)
+        workers = loader_workers(args.num_workers, model.device)
         loader = group_batches(planned, args.image_folder, image_processor, model.config, workers)
         with output.appender() as out, tqdm(total=len(pending), unit="q", desc="probes") as bar:
             for batch in loader:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from llava.cli import (add_conv_mode_arg, add_model_args, check_readable_file, load_model_from_args, model_settings,
                        new_parser, positive_int, run_main)
 from llava.eval.vqa_data import QuestionDataset, batches, questions_of_chunk
-from llava.utils import resolve_device
+from llava.utils import loader_workers, resolve_device
 from semantic_entropy.attention.capture import answer_with_attention
 from semantic_entropy.attention.files import STATS_FILE
 from semantic_entropy.attention.question_outputs import (add_pointing, draw_question, load_side_files,
@@ -179,7 +179,7 @@ def write_table(args, info, mode: str, questions: list[dict], table: RecordOutpu
                                     info)
         mine = [q for batch in planned for q in batch]
         dataset = QuestionDataset(mine, args.image_folder, tokenizer, image_processor, model.config, args.conv_mode)
-        workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
+        workers = loader_workers(args.num_workers, model.device)
         batch_iter, image_root = batches(dataset, args.batch_size, workers), args.image_folder
     question_ids = [q["question_id"] for q in pending]
     samples, scores = load_side_files(args.generations_file, args.uncertainty_file,

@@ -12,21 +12,11 @@ import argparse
 import os
 from contextlib import contextmanager
 
-from llava.cli import (
-    add_conv_mode_arg,
-    add_model_args,
-    check_readable_file,
-    model_settings,
-    positive_int,
-)
+from llava.cli import add_conv_mode_arg, add_model_args, check_readable_file, model_settings, positive_int
 from llava.jsonl_io import iter_jsonl
 from semantic_entropy.runs.lock import is_locked
-from semantic_entropy.runs.record_output import (
-    RecordOutput,
-    RunSpec,
-    finish_outputs,
-    open_outputs,
-)
+from semantic_entropy.runs.record_output import RecordOutput, RunSpec, finish_outputs, open_outputs
+from semantic_entropy.sampling.prefix_groups import group_questions, plan_batches
 
 
 def add_pass_args(parser: argparse.ArgumentParser, adds: str) -> None:
@@ -46,6 +36,14 @@ def add_batching_args(parser: argparse.ArgumentParser, batch_size: int, images_p
     parser.add_argument("--images-per-batch", type=positive_int, default=images_per_batch, help=images_help)
     if workers:
         parser.add_argument("--num-workers", type=int, default=None, help="image loaders; None = 4 on CUDA, 0 on CPU")
+
+
+def planned_pass_batches(records: dict, tokenizer, args) -> tuple[list[dict], list]:
+    """The questions still owed by a pass (question_id, image and the stage-1 prompt as text) and their
+    prefix-shared batches of `--batch-size` questions and `--images-per-batch` images."""
+    pending = [{"question_id": qid, "image": r["image"], "text": r["prompt"]} for qid, r in records.items()]
+    planned = plan_batches(group_questions(pending, tokenizer, args.conv_mode), args.batch_size, args.images_per_batch)
+    return pending, planned
 
 
 def pass_spec(tool: str, args, execution: dict | None = None, **pass_settings) -> RunSpec:
