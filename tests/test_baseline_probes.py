@@ -21,7 +21,7 @@ from semantic_entropy.probes.baseline_inputs import question_inputs
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
-from tests.forward_counter import ForwardCounter
+from tests.forward_counter import ForwardCounter, two_image_groups
 from tests.tiny_stage1 import tiny_stage1
 
 BASELINE_MEASURES = ("vauq", "vauq_no_image", "attention_ratio_svar", "glsim", "vl_uncertainty",
@@ -328,16 +328,9 @@ def test_fields_do_not_depend_on_the_batch_and_feed_stage_2(probed):
 def test_cost_per_batch_is_seven_language_calls_and_two_vision_calls(tiny_checkpoints):
     tokenizer, model, processor, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     yes, no = yes_no_token_ids(tokenizer, model.scored_vocab_size)
-    texts = ["Is there a red circle in the image?", "What colour is the triangle?", "Is there a dog in the imange?"]
-    groups, inputs = [], []
-    for image, questions in (("a.png", texts[:2]), ("b.png", texts[2:])):
-        ids = [tokenizer_image_token(build_prompt(t, "vicuna_v1"), tokenizer) for t in questions]
-        prefix = split_at_image(ids[0])[0]
-        records = [{"question_id": f"{image}{i}", "prompt": t, "greedy": {"token_ids": [5, 2]}}
-                   for i, t in enumerate(questions)]
-        groups.append(Group(image, prefix, records, [split_at_image(i)[1] for i in ids]))
-        inputs += [question_inputs(r, prefix, split_at_image(i)[1], tokenizer, "vicuna_v1")
-                   for r, i in zip(records, ids)]
+    groups, inputs = two_image_groups(tokenizer, lambda r, prefix, suffix: question_inputs(r, prefix, suffix, tokenizer,
+                                                                                          "vicuna_v1"),
+                                      greedy={"token_ids": [5, 2]})
     settings = library.BaselineSettings(0.4, 0.6, (1, 2), (0, 1), 32, (0.1, 0.3, 0.5, 0.7, 1.0), 1.0, 0)
     counter = ForwardCounter(model)
     fields = library.baseline_batch(model, groups, torch.zeros(2, 3, 336, 336), torch.zeros(10, 3, 336, 336), inputs,

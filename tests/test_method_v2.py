@@ -26,10 +26,9 @@ from semantic_entropy.probes import method_probes as library
 from semantic_entropy.probes.method_inputs import cropped, method_question
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
 from semantic_entropy.sampling.generations_io import BaselineProbes, MethodProbes, parse_generations_record
-from semantic_entropy.sampling.prefix_groups import Group, split_at_image
 from semantic_entropy.scoring import method_settings
 from semantic_entropy.scoring.registry import MEASURES_BY_NAME, MeasureInputs
-from tests.forward_counter import ForwardCounter
+from tests.forward_counter import ForwardCounter, two_image_groups
 from tests.tiny_stage1 import tiny_stage1
 
 LN2 = math.log(2)
@@ -264,14 +263,8 @@ def test_the_shipped_settings_file_is_valid():
 def test_cost_per_batch_is_five_language_calls_and_two_vision_calls(tiny_checkpoints):
     tokenizer, model, _, _ = load_pretrained_model(str(tiny_checkpoints.original), device="cpu")
     yes, no = yes_no_token_ids(tokenizer, model.scored_vocab_size)
-    texts = ["Is there a red circle in the image?", "What colour is the triangle?", "Is there a dog in the imange?"]
-    groups, inputs = [], []
-    for image, questions in (("a.png", texts[:2]), ("b.png", texts[2:])):
-        ids = [tokenizer_image_token(build_prompt(t, "vicuna_v1"), tokenizer) for t in questions]
-        prefix = split_at_image(ids[0])[0]
-        records = [{"question_id": f"{image}{i}", "prompt": t} for i, t in enumerate(questions)]
-        groups.append(Group(image, prefix, records, [split_at_image(i)[1] for i in ids]))
-        inputs += [method_question(r, split_at_image(i)[1], tokenizer, "vicuna_v1") for r, i in zip(records, ids)]
+    groups, inputs = two_image_groups(tokenizer, lambda r, prefix, suffix: method_question(r, suffix, tokenizer,
+                                                                                          "vicuna_v1"))
     boxes = library.crop_grid(0.5, 3)
     settings = library.MethodSettings((1, 2), 4, (1, 2), (0.05, 0.1, 0.2), boxes)
     counter = ForwardCounter(model)
