@@ -370,47 +370,40 @@ def main() -> None:
                "versions": {"torch": torch.__version__, "python": platform.python_version(),
                             "transformers": __import__("transformers").__version__},
                "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()}
+    def measure(name: str, model, judge, before, window: int, pair: bool, shape: str) -> None:
+        """Time `judge` (and, with --before, the judge as it was) on the workload; record and save."""
+        results[name] = {"model": shape + (" (tiny)" if args.tiny else ""),
+                         "parameters": sum(p.numel() for p in model.parameters()),
+                         "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=pair),
+                         **run_judge(judge, workload, window, args.time_limit_s, args.device)}
+        print(json.dumps({name: results[name]}, indent=1), flush=True)
+        save(results, args.output_json)
+        if args.before:
+            results[f"{name}_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
+            results[f"{name}_before"][f"agreement_with_{name}"] = agreement(judge, before)
+            print(json.dumps({f"{name}_before": results[f"{name}_before"]}, indent=1), flush=True)
+            save(results, args.output_json)
+
     if "nli" in args.judges:
         from transformers import DebertaForSequenceClassification
 
         model = allocate(DebertaForSequenceClassification, deberta_large_mnli_config(args.tiny), args.device, dtype,
                          args.seed)
-        judge = NLIJudge(model, tokenizer, batch_size=args.nli_batch_size, question_prefix=True)
-        results["nli"] = {"model": "DeBERTa-large-MNLI shape" + (" (tiny)" if args.tiny else ""),
-                          "parameters": sum(p.numel() for p in model.parameters()),
-                          "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=True),
-                          **run_judge(judge, workload, args.judge_window, args.time_limit_s, args.device)}
-        print(json.dumps({"nli": results["nli"]}, indent=1), flush=True)
-        save(results, args.output_json)
-        if args.before:
-            before = NLIJudgeBefore(model, tokenizer, batch_size=32, question_prefix=True)
-            results["nli_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
-            results["nli_before"]["agreement_with_nli"] = agreement(judge, before)
-            print(json.dumps({"nli_before": results["nli_before"]}, indent=1), flush=True)
-            save(results, args.output_json)
-        del judge, model
+        measure("nli", model, NLIJudge(model, tokenizer, batch_size=args.nli_batch_size, question_prefix=True),
+                NLIJudgeBefore(model, tokenizer, batch_size=32, question_prefix=True), args.judge_window, True,
+                "DeBERTa-large-MNLI shape")
+        del model
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
     if "llm" in args.judges:
         from transformers import LlamaForCausalLM
 
         model = allocate(LlamaForCausalLM, llama2_7b_config(args.tiny), args.device, dtype, args.seed)
-        judge = LLMJudge(model, tokenizer, batch_size=args.llm_batch_size, max_new_tokens=8,
-                         render_prompt=render_llava_text_prompt, prompt_format="llava_vicuna_v1",
-                         vocab_limit=min(32000, len(tokenizer)))
-        results["llm"] = {"model": "Llama-2-7B shape" + (" (tiny)" if args.tiny else ""),
-                          "parameters": sum(p.numel() for p in model.parameters()),
-                          "mean_tokens_per_input": mean_tokens(judge, tokenizer, workload, pair=False),
-                          **run_judge(judge, workload, args.llm_judge_window, args.time_limit_s, args.device)}
-        print(json.dumps({"llm": results["llm"]}, indent=1), flush=True)
-        save(results, args.output_json)
-        if args.before:
-            before = LLMJudgeBefore(model, tokenizer, batch_size=32, max_new_tokens=8,
-                                    render_prompt=render_llava_text_prompt, prompt_format="llava_vicuna_v1",
-                                    vocab_limit=min(32000, len(tokenizer)))
-            results["llm_before"] = run_judge(before, workload, 1, args.before_time_limit_s, args.device)
-            results["llm_before"]["agreement_with_llm"] = agreement(judge, before)
-            print(json.dumps({"llm_before": results["llm_before"]}, indent=1), flush=True)
+        prompt = {"max_new_tokens": 8, "render_prompt": render_llava_text_prompt, "prompt_format": "llava_vicuna_v1",
+                  "vocab_limit": min(32000, len(tokenizer))}
+        measure("llm", model, LLMJudge(model, tokenizer, batch_size=args.llm_batch_size, **prompt),
+                LLMJudgeBefore(model, tokenizer, batch_size=32, **prompt), args.llm_judge_window, False,
+                "Llama-2-7B shape")
     save(results, args.output_json)
     if args.output_json:
         print(f"wrote {args.output_json}")
