@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
 from tqdm import tqdm
 
 from llava.cli import load_model_from_args, new_parser, positive_int, run_main
@@ -40,6 +39,7 @@ from semantic_entropy.probes.baselines import BaselineSettings, baseline_batch
 from semantic_entropy.probes.published_layers import parse_range
 from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec, planned_pass_batches
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampling.prefix_groups import planned_batch_loader
 
 TOOL = "semantic_entropy.baseline_probes"
 # Chosen on a ShapesPOPE validation world among the published LLaVA-1.5-7B settings (docs/baselines.md).
@@ -125,10 +125,9 @@ def main(argv=None) -> None:
         output.record_details({"yes_token_ids": yes_ids, "no_token_ids": no_ids,
                                "vauq_layers": list(settings.vauq_layers), "svar_layers": list(settings.svar_layers)})
         pending, planned = planned_pass_batches(records, tokenizer, args)
-        workers = loader_workers(args.num_workers, model.device)
         dataset = BlurredGroupBatchDataset(planned, args.image_folder, image_processor, model.config,
                                            settings.blur_radii)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+        loader = planned_batch_loader(dataset, loader_workers(args.num_workers, model.device))
         with output.appender() as out, tqdm(total=len(pending), unit="q", desc="baselines") as bar:
             for batch in loader:
                 groups = batch["groups"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
 from tqdm import tqdm
 
 from llava.cli import load_model_from_args, new_parser, positive_int, run_main
@@ -38,6 +37,7 @@ from semantic_entropy.probes.published_layers import parse_range
 from semantic_entropy.probes.vauq import VAUQ_LAYERS
 from semantic_entropy.runs.passes import add_batching_args, add_pass_args, open_pass, pass_spec, planned_pass_batches
 from semantic_entropy.sampling.answer_tokens import yes_no_token_ids
+from semantic_entropy.sampling.prefix_groups import planned_batch_loader
 
 TOOL = "semantic_entropy.method_probes"
 DEFAULT_ERASE_FRACTIONS = (0.05, 0.1, 0.2)
@@ -129,10 +129,9 @@ def main(argv=None) -> None:
                                "grounding_layers": list(settings.grounding_layers),
                                "attention_layers": list(settings.attention_layers)})
         pending, planned = planned_pass_batches(records, tokenizer, args)
-        workers = loader_workers(args.num_workers, model.device)
         dataset = CroppedGroupBatchDataset(planned, args.image_folder, image_processor, model.config,
                                            settings.crop_boxes)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+        loader = planned_batch_loader(dataset, loader_workers(args.num_workers, model.device))
         with output.appender() as out, tqdm(total=len(pending), unit="q", desc="method probes") as bar:
             for batch in loader:
                 groups = batch["groups"]

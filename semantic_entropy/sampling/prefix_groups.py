@@ -95,6 +95,10 @@ class GroupBatchDataset(torch.utils.data.Dataset):
         return {"groups": groups, "pixel_values": process_images(images, self.image_processor, self.model_config)}
 
 
-def group_batches(planned, image_folder, image_processor, model_config, num_workers: int):
-    dataset = GroupBatchDataset(planned, image_folder, image_processor, model_config)
+def planned_batch_loader(dataset, num_workers: int):
+    """Iterate a dataset whose items are whole planned batches, in plan order."""
     return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+
+
+def group_batches(planned, image_folder, image_processor, model_config, num_workers: int):
+    return planned_batch_loader(GroupBatchDataset(planned, image_folder, image_processor, model_config), num_workers)
